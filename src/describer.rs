@@ -1,0 +1,56 @@
+//! The seam between the narration daemon and the vision-language model: anything that can turn a
+//! frame into a scene embedding and a spoken description. The real implementation is
+//! [`crate::model::FastVlm`]; tests use scripted fakes.
+
+use image::RgbImage;
+use serde::Serialize;
+
+/// What to ask the model about one image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DescribeRequest {
+    /// The user's question / instruction (spliced into the chat prompt after the image).
+    pub prompt: String,
+    /// Square input side in pixels (a multiple of 64): 256 → 16 visual tokens, 1024 → 256.
+    pub resolution: u32,
+    /// Upper bound on generated tokens.
+    pub max_tokens: usize,
+}
+
+/// Wall-clock figures of one description, in milliseconds unless named otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Timings {
+    pub preprocess_ms: f64,
+    pub vision_ms: f64,
+    pub prefill_ms: f64,
+    /// From the start of preprocessing to the first generated token.
+    pub ttft_ms: f64,
+    pub decode_tokens_per_s: f64,
+    pub total_ms: f64,
+}
+
+/// The outcome of one description.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Description {
+    pub text: String,
+    pub token_ids: Vec<u32>,
+    pub timings: Timings,
+    /// True when generation stopped because `cancel` returned true.
+    pub cancelled: bool,
+}
+
+/// A model that can look at frames.
+pub trait Describer: Send {
+    /// The pooled, L2-normalised embedding of `image` at `resolution`, used to notice scene changes.
+    fn embed(&mut self, image: &RgbImage, resolution: u32) -> anyhow::Result<Vec<f32>>;
+
+    /// Describes `image`. `on_text` receives text as it is generated (complete UTF-8 pieces), so
+    /// speech can start on the first sentence. `cancel` is polled before every token; when it returns
+    /// true generation stops and the partial result comes back with `cancelled = true`.
+    fn describe(
+        &mut self,
+        image: &RgbImage,
+        request: &DescribeRequest,
+        on_text: &mut dyn FnMut(&str),
+        cancel: &dyn Fn() -> bool,
+    ) -> anyhow::Result<Description>;
+}

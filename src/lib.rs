@@ -1,0 +1,5 @@
+//! scenesay: tells a blind or low-vision person, out loud, what the camera sees, running Apple's
+//! FastVLM natively on the CPU.
+
+pub mod describer;
+pub mod model;
