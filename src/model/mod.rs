@@ -1,3 +1,401 @@
-//! FastVLM (Apple, CVPR 2025, arXiv 2412.13303) in candle: FastViTHD encoder → MLP projector → Qwen2.
+//! FastVLM (Vasu et al., "FastVLM: Efficient Vision Encoding for Vision Language Models", CVPR 2025,
+//! arXiv 2412.13303) in Rust: FastViTHD encoder → `mlp2x_gelu` projector → Qwen2 decoder, loaded
+//! from Apple's (`llava_qwen2`) or transformers' (`fast_vlm`) checkpoint layout.
+//!
+//! [`FastVlm`] is the entry point: load a directory, then `describe` (streamed generation) or
+//! `embed` (the pooled scene vector the daemon compares).
 
+pub mod config;
+pub mod generate;
 pub mod kernels;
+pub mod preprocess;
+pub mod prompt;
+pub mod qwen2;
+pub mod tokenizer;
+pub mod vision;
+pub mod weights;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::Linear;
+use image::RgbImage;
+
+pub use config::{FastVlmConfig, Layout};
+pub use generate::{GenerationParams, Sampling};
+pub use vision::FeatureMap;
+
+use crate::describer::{DescribeRequest, Describer, Description, Timings};
+use generate::Sampler;
+use prompt::PromptIds;
+use qwen2::Qwen2;
+use tokenizer::{TextTokenizer, TokenStream};
+use vision::FastViTHD;
+use weights::Checkpoint;
+
+/// Everything that can go wrong loading or running the model. Messages name the file, the tensor
+/// and what was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{}: missing {what}{}", path.display(), source.as_ref().map(|e| format!(" ({e})")).unwrap_or_default())]
+    MissingFile { path: PathBuf, what: String, source: Option<std::io::Error> },
+    #[error("{}: {msg}", path.display())]
+    Config { path: PathBuf, msg: String },
+    #[error("{}: {msg}", path.display())]
+    Corrupt { path: PathBuf, msg: String },
+    #[error("tensor `{name}` (expected shape {expected:?}) is missing from {files}; the checkpoint is incomplete or in another layout")]
+    MissingTensor { name: String, files: String, expected: Vec<usize> },
+    #[error("tensor `{name}` in {} has shape {got:?}, expected {expected:?} from config.json", file.display())]
+    ShapeMismatch { name: String, file: PathBuf, expected: Vec<usize>, got: Vec<usize> },
+    #[error("{}: {count} tensor(s) are not used by FastVLM, e.g. {examples:?}; the checkpoint does not match its config.json", dir.display())]
+    UnexpectedTensors { dir: PathBuf, count: usize, examples: Vec<String> },
+    #[error("tokenizer {}: {msg}", path.display())]
+    Tokenizer { path: PathBuf, msg: String },
+    #[error("{0}")]
+    Other(String),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Weight precision of the language model (the vision encoder always computes in f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Precision {
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::Bf16 => DType::BF16,
+            Precision::F16 => DType::F16,
+        }
+    }
+}
+
+/// The `mlp2x_gelu` projector: Linear → GELU (erf) → Linear, in f32.
+#[derive(Debug, Clone)]
+pub struct Projector {
+    linear_1: Linear,
+    linear_2: Linear,
+}
+
+impl Projector {
+    fn load(ck: &Checkpoint, layout: Layout, mm_hidden: usize, hidden: usize) -> Result<Self, ModelError> {
+        let (a, b) = match layout {
+            Layout::Apple => ("model.mm_projector.0", "model.mm_projector.2"),
+            Layout::Hf => ("model.multi_modal_projector.linear_1", "model.multi_modal_projector.linear_2"),
+        };
+        let lin = |n: &str, i: usize, o: usize| -> Result<Linear, ModelError> {
+            Ok(Linear::new(
+                ck.get(&format!("{n}.weight"), &[o, i], DType::F32)?,
+                Some(ck.get(&format!("{n}.bias"), &[o], DType::F32)?),
+            ))
+        };
+        Ok(Self { linear_1: lin(a, mm_hidden, hidden)?, linear_2: lin(b, hidden, hidden)? })
+    }
+
+    /// `[N, mm_hidden]` → `[N, hidden]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
+        Ok(self.linear_2.forward(&self.linear_1.forward(x)?.gelu_erf()?)?)
+    }
+}
+
+/// One image through the encoder and projector.
+pub struct ImageEncoding {
+    /// Encoder output `[C, h, w]`.
+    pub features_nchw: FeatureMap,
+    /// `[N, C]` f32 (row-major flatten of the encoder output).
+    pub image_features: Tensor,
+    /// `[N, hidden]` f32.
+    pub projected: Tensor,
+}
+
+/// A scene embedding and the tensors it comes from (`scenesay embed`).
+pub struct SceneEmbedding {
+    pub image_features: Tensor,
+    pub projector_output: Tensor,
+    /// Mean of the image features over tokens, L2-normalised: `[C]`.
+    pub embedding: Vec<f32>,
+}
+
+/// The result of one generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    pub text: String,
+    pub token_ids: Vec<u32>,
+    pub prompt_tokens: usize,
+    pub timings: Timings,
+    pub cancelled: bool,
+    /// True when generation ended on an end-of-turn token (not on the token limit).
+    pub stopped_on_eos: bool,
+}
+
+/// A loaded FastVLM.
+pub struct FastVlm {
+    pub config: FastVlmConfig,
+    pub dir: PathBuf,
+    vision: FastViTHD,
+    projector: Projector,
+    llm: Qwen2,
+    tokenizer: Option<TextTokenizer>,
+    /// Decoding settings used by the [`Describer`] implementation (the daemon).
+    pub describe_params: GenerationParams,
+}
+
+impl FastVlm {
+    /// Loads a checkpoint directory in either layout: `config.json`, `model.safetensors` (or a
+    /// sharded index) and, when present, the tokenizer files. Every tensor of the checkpoint must
+    /// be used (Apple's MobileCLIP `head.proj` excepted) and every module must find its tensors.
+    pub fn load(dir: &Path, precision: Precision) -> Result<Self, ModelError> {
+        if !dir.is_dir() {
+            return Err(ModelError::MissingFile {
+                path: dir.to_path_buf(),
+                what: "model directory".into(),
+                source: Some(std::io::Error::from(std::io::ErrorKind::NotFound)),
+            });
+        }
+        let config = FastVlmConfig::from_dir(dir)?;
+        let ck = Checkpoint::open(dir)?;
+        let vision = FastViTHD::load(&ck, config.layout, &config.vision)?;
+        let projector = Projector::load(&ck, config.layout, config.mm_hidden_size, config.text.hidden_size)?;
+        let prefix = match config.layout {
+            Layout::Apple => "model.",
+            Layout::Hf => "model.language_model.",
+        };
+        let llm = Qwen2::load(&ck, prefix, &config.text, precision.dtype())?;
+        ck.ensure_all_used()?;
+        let tokenizer = if TextTokenizer::present(dir) { Some(TextTokenizer::from_dir(dir)?) } else { None };
+        Ok(Self {
+            config,
+            dir: dir.to_path_buf(),
+            vision,
+            projector,
+            llm,
+            tokenizer,
+            describe_params: GenerationParams { max_tokens: 64, ..Default::default() },
+        })
+    }
+
+    pub fn tokenizer(&self) -> Option<&TextTokenizer> {
+        self.tokenizer.as_ref()
+    }
+
+    fn require_tokenizer(&self) -> Result<&TextTokenizer, ModelError> {
+        self.tokenizer.as_ref().ok_or_else(|| ModelError::MissingFile {
+            path: self.dir.join("tokenizer.json"),
+            what: "tokenizer (tokenizer.json, or vocab.json + merges.txt as Apple ships them)".into(),
+            source: None,
+        })
+    }
+
+    /// Checks that `resolution` is usable by this encoder.
+    pub fn check_resolution(&self, resolution: u32) -> Result<(), ModelError> {
+        let s = self.config.vision.stride() as u32;
+        if resolution == 0 || resolution % s != 0 {
+            return Err(ModelError::Other(format!(
+                "resolution {resolution} is not a positive multiple of {s} (try 256, 512 or 1024)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Pads, resizes and scales an image to `[3, R, R]`.
+    pub fn preprocess(&self, image: &RgbImage, resolution: u32) -> Result<FeatureMap, ModelError> {
+        self.check_resolution(resolution)?;
+        Ok(preprocess::preprocess(image, resolution))
+    }
+
+    /// The vision encoder alone, with a tap on every intermediate activation.
+    pub fn vision_forward_with(
+        &self,
+        pixels: &FeatureMap,
+        tap: impl FnMut(&str, &FeatureMap),
+    ) -> Result<FeatureMap, ModelError> {
+        self.vision.forward_with(pixels, tap)
+    }
+
+    /// Preprocessed pixels → encoder output, image features and projector output.
+    pub fn encode_pixels(&self, pixels: &FeatureMap) -> Result<ImageEncoding, ModelError> {
+        let features_nchw = self.vision.forward(pixels)?;
+        let image_features = self.features_to_tokens(&features_nchw)?;
+        let projected = self.projector.forward(&image_features)?;
+        Ok(ImageEncoding { features_nchw, image_features, projected })
+    }
+
+    /// Encoder output `[C, h, w]` → `[h·w, C]` tensor.
+    pub fn features_to_tokens(&self, f: &FeatureMap) -> Result<Tensor, ModelError> {
+        Ok(Tensor::from_vec(f.to_tokens(), (f.hw(), f.c), &Device::Cpu)?)
+    }
+
+    /// The projector alone: `[N, mm_hidden]` → `[N, hidden]`.
+    pub fn project(&self, image_features: &Tensor) -> Result<Tensor, ModelError> {
+        self.projector.forward(image_features)
+    }
+
+    /// Scene embedding of an image at `resolution`.
+    pub fn scene_embedding(&self, image: &RgbImage, resolution: u32) -> Result<SceneEmbedding, ModelError> {
+        let enc = self.encode_pixels(&self.preprocess(image, resolution)?)?;
+        let embedding = pooled_embedding(&enc.image_features)?;
+        Ok(SceneEmbedding { image_features: enc.image_features, projector_output: enc.projected, embedding })
+    }
+
+    /// Token ids of the chat prompt for `question`, around the image slot.
+    pub fn prompt_ids(&self, question: &str) -> Result<PromptIds, ModelError> {
+        PromptIds::new(self.require_tokenizer()?, question)
+    }
+
+    /// Input embeddings `[1, T, H]`: prompt text with the projected image rows spliced in.
+    pub fn input_embeds(&self, prompt: &PromptIds, projected: &Tensor) -> Result<Tensor, ModelError> {
+        let img = projected.to_dtype(self.llm.dtype())?.unsqueeze(0)?;
+        let mut parts = vec![];
+        if !prompt.before.is_empty() {
+            parts.push(self.llm.embed(&prompt.before)?);
+        }
+        parts.push(img);
+        if !prompt.after.is_empty() {
+            parts.push(self.llm.embed(&prompt.after)?);
+        }
+        Ok(Tensor::cat(&parts, 1)?)
+    }
+
+    /// Embeddings of token ids `[1, T, H]`.
+    pub fn token_embeds(&self, ids: &[u32]) -> Result<Tensor, ModelError> {
+        Ok(self.llm.embed(ids)?)
+    }
+
+    /// Runs the LLM over `embeds` from an empty cache; returns the final hidden states `[1, T, H]`,
+    /// handing each layer's hidden states to `tap`.
+    pub fn prefill_with(&mut self, embeds: &Tensor, tap: impl FnMut(usize, &Tensor)) -> Result<Tensor, ModelError> {
+        self.llm.clear_kv_cache();
+        self.llm.forward_embeds_with(embeds, tap)
+    }
+
+    /// Appends embeddings to the cached sequence; returns their final hidden states.
+    pub fn extend(&mut self, embeds: &Tensor) -> Result<Tensor, ModelError> {
+        self.llm.forward_embeds(embeds)
+    }
+
+    /// Logits `[N, vocab]` of hidden states `[1, N, H]`.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor, ModelError> {
+        self.llm.logits(hidden)
+    }
+
+    /// Logits `[vocab]` of the last position.
+    pub fn last_logits(&self, hidden: &Tensor) -> Result<Tensor, ModelError> {
+        self.llm.last_logits(hidden)
+    }
+
+    /// Describes `image`: preprocess → encode → prefill → decode, streaming text to `on_text` and
+    /// polling `cancel` before every token.
+    pub fn generate(
+        &mut self,
+        image: &RgbImage,
+        question: &str,
+        resolution: u32,
+        params: &GenerationParams,
+        on_text: &mut dyn FnMut(&str),
+        cancel: &dyn Fn() -> bool,
+    ) -> Result<Generation, ModelError> {
+        params.validate()?;
+        let t0 = Instant::now();
+        let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+        let prompt = self.prompt_ids(question)?;
+        let pixels = self.preprocess(image, resolution)?;
+        let preprocess_ms = ms(t0);
+        let t1 = Instant::now();
+        let enc = self.encode_pixels(&pixels)?;
+        let vision_ms = ms(t1);
+        let embeds = self.input_embeds(&prompt, &enc.projected)?;
+        let prompt_tokens = embeds.dim(1)?;
+        let t2 = Instant::now();
+        let hidden = self.prefill_with(&embeds, |_, _| {})?;
+        let mut logits = self.last_logits(&hidden)?;
+        let prefill_ms = ms(t2);
+        let eos = self.config.text.eos_token_ids.clone();
+        let mut sampler = Sampler::new(params);
+        let mut ids: Vec<u32> = vec![];
+        let (mut cancelled, mut stopped_on_eos) = (false, false);
+        let mut ttft_ms = 0.0;
+        let mut t_first: Option<Instant> = None;
+        let tok = self.tokenizer.take().expect("checked by prompt_ids");
+        let result = (|| -> Result<(), ModelError> {
+            let mut stream = TokenStream::new(&tok);
+            while ids.len() < params.max_tokens {
+                if cancel() {
+                    cancelled = true;
+                    break;
+                }
+                let next = sampler.next(&logits, &ids)?;
+                if t_first.is_none() {
+                    ttft_ms = ms(t0);
+                    t_first = Some(Instant::now());
+                }
+                if !params.ignore_eos && eos.contains(&next) {
+                    stopped_on_eos = true;
+                    break;
+                }
+                ids.push(next);
+                if let Some(piece) = stream.push(next)? {
+                    on_text(&piece);
+                }
+                if ids.len() == params.max_tokens {
+                    break;
+                }
+                if self.llm.cached_len() + 1 > self.llm.max_context() {
+                    break;
+                }
+                let h = self.llm.forward_embeds(&self.llm.embed(&[next])?)?;
+                logits = self.llm.last_logits(&h)?;
+            }
+            if let Some(rest) = stream.finish()? {
+                on_text(&rest);
+            }
+            Ok(())
+        })();
+        let text = tok.decode(&ids);
+        self.tokenizer = Some(tok);
+        result?;
+        let decode_s = t_first.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
+        let decode_tokens_per_s =
+            if ids.len() > 1 && decode_s > 0.0 { (ids.len() - 1) as f64 / decode_s } else { 0.0 };
+        Ok(Generation {
+            text: text?,
+            token_ids: ids,
+            prompt_tokens,
+            timings: Timings { preprocess_ms, vision_ms, prefill_ms, ttft_ms, decode_tokens_per_s, total_ms: ms(t0) },
+            cancelled,
+            stopped_on_eos,
+        })
+    }
+}
+
+/// Mean over tokens of `[N, C]` features, L2-normalised.
+pub fn pooled_embedding(image_features: &Tensor) -> Result<Vec<f32>, ModelError> {
+    let mean = image_features.to_dtype(DType::F32)?.mean(0)?.to_vec1::<f32>()?;
+    let norm = mean.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>().sqrt();
+    Ok(if norm > 0.0 { mean.iter().map(|v| (*v as f64 / norm) as f32).collect() } else { mean })
+}
+
+impl Describer for FastVlm {
+    fn embed(&mut self, image: &RgbImage, resolution: u32) -> anyhow::Result<Vec<f32>> {
+        Ok(self.scene_embedding(image, resolution)?.embedding)
+    }
+
+    fn describe(
+        &mut self,
+        image: &RgbImage,
+        request: &DescribeRequest,
+        on_text: &mut dyn FnMut(&str),
+        cancel: &dyn Fn() -> bool,
+    ) -> anyhow::Result<Description> {
+        let params = GenerationParams { max_tokens: request.max_tokens, ..self.describe_params.clone() };
+        let g = self.generate(image, &request.prompt, request.resolution, &params, on_text, cancel)?;
+        Ok(Description { text: g.text, token_ids: g.token_ids, timings: g.timings, cancelled: g.cancelled })
+    }
+}

@@ -1,0 +1,52 @@
+//! The FastVLM chat prompt (ChatML, the same string in Apple's code and in transformers' template)
+//! and its token ids around the image slot.
+
+use super::tokenizer::TextTokenizer;
+use super::ModelError;
+
+/// The system prompt both ecosystems use.
+pub const SYSTEM_PROMPT: &str = "You are a helpful assistant.";
+/// Where the image goes in the prompt text.
+pub const IMAGE_MARKER: &str = "<image>";
+
+/// The full prompt text for one question about one image.
+pub fn chat_prompt(question: &str) -> String {
+    format!(
+        "<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n{IMAGE_MARKER}\n{question}<|im_end|>\n<|im_start|>assistant\n"
+    )
+}
+
+/// Token ids before and after the image slot. The image's projected rows go in between; in the HF
+/// layout the same positions hold `image_token_id` in `input_ids`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptIds {
+    pub before: Vec<u32>,
+    pub after: Vec<u32>,
+}
+
+impl PromptIds {
+    /// Tokenises `chat_prompt(question)`, split at the first image marker (Apple's
+    /// `tokenizer_image_token`; equivalent to transformers' added image token).
+    pub fn new(tok: &TextTokenizer, question: &str) -> Result<Self, ModelError> {
+        let text = chat_prompt(question);
+        let (a, b) = text.split_once(IMAGE_MARKER).expect("the template holds the marker");
+        Ok(Self { before: tok.encode(a)?, after: tok.encode(b)? })
+    }
+
+    /// The full `input_ids` with `n` copies of `image_token` at the image slot.
+    pub fn input_ids(&self, image_token: u32, n: usize) -> Vec<u32> {
+        let mut ids = self.before.clone();
+        ids.extend(std::iter::repeat_n(image_token, n));
+        ids.extend(&self.after);
+        ids
+    }
+
+    /// Prompt length in tokens with `n` image tokens.
+    pub fn len(&self, n: usize) -> usize {
+        self.before.len() + n + self.after.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.before.is_empty() && self.after.is_empty()
+    }
+}
