@@ -16,19 +16,29 @@ fn load(layout: &str) -> FastVlm {
 
 fn cases() -> Vec<(String, serde_json::Value)> {
     let idx = index();
-    let mut v: Vec<_> = idx["cases"].as_object().unwrap().iter().map(|(k, c)| (k.clone(), c.clone())).collect();
+    let mut v: Vec<_> = idx["cases"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, c)| (k.clone(), c.clone()))
+        .collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
 
 fn pixels_of(m: &FastVlm, case: &serde_json::Value) -> FeatureMap {
     let img = load_image(case["image"].as_str().unwrap());
-    m.preprocess(&img, case["resolution"].as_u64().unwrap() as u32).unwrap()
+    m.preprocess(&img, case["resolution"].as_u64().unwrap() as u32)
+        .unwrap()
 }
 
 /// The reference's own pixel values where the goldens store them (so model numerics are checked
 /// independently of the ≤ 1/255 resize differences), else ours.
-fn model_input(m: &FastVlm, case: &serde_json::Value, g: &std::collections::HashMap<String, candle_core::Tensor>) -> FeatureMap {
+fn model_input(
+    m: &FastVlm,
+    case: &serde_json::Value,
+    g: &std::collections::HashMap<String, candle_core::Tensor>,
+) -> FeatureMap {
     match g.get("pixel_values") {
         Some(pv) => {
             let r = case["resolution"].as_u64().unwrap() as usize;
@@ -43,7 +53,10 @@ fn model_input(m: &FastVlm, case: &serde_json::Value, g: &std::collections::Hash
 /// (what we implement, as Apple does) only where the index records no difference.
 fn exact_input(case: &serde_json::Value) -> bool {
     case["resolution"].as_u64().unwrap() <= 512
-        || case["max_abs_diff_pixel_values_vs_apple_pil"].as_f64().unwrap() == 0.0
+        || case["max_abs_diff_pixel_values_vs_apple_pil"]
+            .as_f64()
+            .unwrap()
+            == 0.0
 }
 
 /// 1e-4 relative (the design tolerance) on the reference's own pixels. Where our Pillow-exact
@@ -73,11 +86,18 @@ fn pixel_values_match_pillow_within_one_level() {
     let mut checked = 0;
     for (name, case) in cases() {
         let g = golden(case["file"].as_str().unwrap());
-        let Some(pil) = g.get("pixel_values_apple_pil") else { continue };
+        let Some(pil) = g.get("pixel_values_apple_pil") else {
+            continue;
+        };
         let px = pixels_of(&m, &case);
         let d_pil = max_abs_diff(&px.data, &flat(pil));
         let d_hf = max_abs_diff(&px.data, &flat(&g["pixel_values"]));
-        println!("{name}: pixels vs Pillow {:.6} ({:.2} levels), vs torch path {:.6}", d_pil, d_pil * 255.0, d_hf);
+        println!(
+            "{name}: pixels vs Pillow {:.6} ({:.2} levels), vs torch path {:.6}",
+            d_pil,
+            d_pil * 255.0,
+            d_hf
+        );
         assert!(d_pil <= 1.0 / 255.0 + 1e-6, "{name}: {d_pil}");
         assert!(d_hf <= 2.0 / 255.0 + 1e-6, "{name}: {d_hf}");
         checked += 1;
@@ -109,7 +129,9 @@ fn every_vision_stage_matches_in_both_layouts() {
         })
         .unwrap();
         for (name, want) in &stages {
-            let got = seen.get(name).unwrap_or_else(|| panic!("{layout}: no activation tapped for `{name}`"));
+            let got = seen
+                .get(name)
+                .unwrap_or_else(|| panic!("{layout}: no activation tapped for `{name}`"));
             assert_eq!(
                 [got.c, got.h, got.w].to_vec(),
                 want.dims()[1..].to_vec(),
@@ -119,7 +141,12 @@ fn every_vision_stage_matches_in_both_layouts() {
             println!("{layout} {name}: rel err {e:.2e}");
             assert!(e <= 1e-4, "{layout} {case_name} {name}: relative error {e}");
         }
-        assert_eq!(seen.len(), stages.len(), "{layout}: tapped names {:?}", seen.keys().collect::<Vec<_>>());
+        assert_eq!(
+            seen.len(),
+            stages.len(),
+            "{layout}: tapped names {:?}",
+            seen.keys().collect::<Vec<_>>()
+        );
     }
 }
 
@@ -173,10 +200,16 @@ fn llm_hidden_states_logits_and_greedy_ids_match() {
             let p = m.prompt_ids(&prompt).unwrap();
             let embeds = m.input_embeds(&p, &enc.projected).unwrap();
             let mut hidden_states = vec![];
-            let hidden = m.prefill_with(&embeds, |_, h| hidden_states.push(flat(h))).unwrap();
+            let hidden = m
+                .prefill_with(&embeds, |_, h| hidden_states.push(flat(h)))
+                .unwrap();
             if let Some(want) = g.get("llm_hidden_states") {
                 let layers = want.dim(0).unwrap();
-                assert_eq!(hidden_states.len(), layers, "{layout} {name}: number of hidden states");
+                assert_eq!(
+                    hidden_states.len(),
+                    layers,
+                    "{layout} {name}: number of hidden states"
+                );
                 for (l, got) in hidden_states.iter().enumerate() {
                     let e = rel_err(got, &flat(&want.get(l).unwrap()));
                     assert!(e <= 1e-4, "{layout} {name} hidden state {l}: {e}");
@@ -186,19 +219,48 @@ fn llm_hidden_states_logits_and_greedy_ids_match() {
                 let d = max_abs_diff(&flat(&m.logits(&hidden).unwrap()), &flat(want));
                 assert!(d <= 1e-3, "{layout} {name} logits_all: {d}");
             }
-            let d = max_abs_diff(&flat(&m.last_logits(&hidden).unwrap()), &flat(&g["logits_last"]));
+            let d = max_abs_diff(
+                &flat(&m.last_logits(&hidden).unwrap()),
+                &flat(&g["logits_last"]),
+            );
             println!("{layout} {name}: logits_last max abs diff {d:.2e}");
-            assert!(d <= logits_tolerance(&case), "{layout} {name} logits_last: {d}");
+            assert!(
+                d <= logits_tolerance(&case),
+                "{layout} {name} logits_last: {d}"
+            );
 
             // the full generation path, with the KV cache
             let img = load_image(case["image"].as_str().unwrap());
-            let params = GenerationParams { max_tokens: n_gen, ignore_eos: true, ..Default::default() };
+            let params = GenerationParams {
+                max_tokens: n_gen,
+                ignore_eos: true,
+                ..Default::default()
+            };
             let mut streamed = String::new();
             let res = case["resolution"].as_u64().unwrap() as u32;
-            let out = m.generate(&img, &prompt, res, &params, &mut |t| streamed.push_str(t), &|| false).unwrap();
-            assert_eq!(out.token_ids, ids(&case["generated_ids"]), "{layout} {name}: greedy ids");
-            assert_eq!(streamed, out.text, "{layout} {name}: streamed text equals the final text");
-            assert_eq!(out.prompt_tokens, case["n_input_ids"].as_u64().unwrap() as usize);
+            let out = m
+                .generate(
+                    &img,
+                    &prompt,
+                    res,
+                    &params,
+                    &mut |t| streamed.push_str(t),
+                    &|| false,
+                )
+                .unwrap();
+            assert_eq!(
+                out.token_ids,
+                ids(&case["generated_ids"]),
+                "{layout} {name}: greedy ids"
+            );
+            assert_eq!(
+                streamed, out.text,
+                "{layout} {name}: streamed text equals the final text"
+            );
+            assert_eq!(
+                out.prompt_tokens,
+                case["n_input_ids"].as_u64().unwrap() as usize
+            );
         }
     }
 }
@@ -210,18 +272,47 @@ fn generation_stops_on_eos_on_the_limit_and_on_cancel() {
     // EOS: make the end-of-turn token the only possible choice by banning nothing but checking
     // the flag is consistent with the ids: no EOS id is ever returned.
     let eos = m.config.text.eos_token_ids.clone();
-    let params = GenerationParams { max_tokens: 40, ..Default::default() };
-    let out = m.generate(&img, "Describe the image.", 256, &params, &mut |_| {}, &|| false).unwrap();
+    let params = GenerationParams {
+        max_tokens: 40,
+        ..Default::default()
+    };
+    let out = m
+        .generate(
+            &img,
+            "Describe the image.",
+            256,
+            &params,
+            &mut |_| {},
+            &|| false,
+        )
+        .unwrap();
     assert!(out.token_ids.iter().all(|t| !eos.contains(t)));
     assert!(out.stopped_on_eos || out.token_ids.len() == 40);
     // limit
-    let params = GenerationParams { max_tokens: 3, ignore_eos: true, ..Default::default() };
-    let out = m.generate(&img, "Describe the image.", 256, &params, &mut |_| {}, &|| false).unwrap();
+    let params = GenerationParams {
+        max_tokens: 3,
+        ignore_eos: true,
+        ..Default::default()
+    };
+    let out = m
+        .generate(
+            &img,
+            "Describe the image.",
+            256,
+            &params,
+            &mut |_| {},
+            &|| false,
+        )
+        .unwrap();
     assert_eq!(out.token_ids.len(), 3);
     assert!(!out.cancelled);
     // cancel after two tokens
     let count = std::cell::Cell::new(0);
-    let params = GenerationParams { max_tokens: 12, ignore_eos: true, ..Default::default() };
+    let params = GenerationParams {
+        max_tokens: 12,
+        ignore_eos: true,
+        ..Default::default()
+    };
     let out = m
         .generate(
             &img,
@@ -250,7 +341,10 @@ fn bf16_and_f16_agree_with_f32() {
     let idx = index();
     let prompt = idx["prompt"].as_str().unwrap().to_string();
     let mut f32m = load("hf");
-    for (precision, min_top1, min_cos) in [(Precision::Bf16, 0.88, 0.97), (Precision::F16, 0.93, 0.9999)] {
+    for (precision, min_top1, min_cos) in [
+        (Precision::Bf16, 0.88, 0.97),
+        (Precision::F16, 0.93, 0.9999),
+    ] {
         let mut lo = FastVlm::load(&model_dir("hf"), precision).unwrap();
         let (mut agree, mut total) = (0, 0);
         let mut worst_cos = 1.0f64;

@@ -59,7 +59,15 @@ impl VisionConfig {
         let n = layers.len();
         let last = *embed_dims.last().unwrap_or(&0);
         Self {
-            mixers: (0..n).map(|i| if i + 2 >= n { Mixer::Attention } else { Mixer::RepMixer }).collect(),
+            mixers: (0..n)
+                .map(|i| {
+                    if i + 2 >= n {
+                        Mixer::Attention
+                    } else {
+                        Mixer::RepMixer
+                    }
+                })
+                .collect(),
             pos_embs: (0..n).map(|i| i + 2 >= n).collect(),
             layers,
             embed_dims,
@@ -75,7 +83,11 @@ impl VisionConfig {
 
     /// The released FastViTHD: widths 96…1536, depths 2-12-24-4-2, MLP ratio 4.
     pub fn fastvithd() -> Self {
-        Self::fastvit_mci3(vec![2, 12, 24, 4, 2], vec![96, 192, 384, 768, 1536], vec![4.0; 5])
+        Self::fastvit_mci3(
+            vec![2, 12, 24, 4, 2],
+            vec![96, 192, 384, 768, 1536],
+            vec![4.0; 5],
+        )
     }
 
     /// Total stride: the stem (4) times one ×2 downsample per stage after the first.
@@ -95,12 +107,18 @@ impl VisionConfig {
         }
         for w in self.embed_dims.windows(2) {
             if w[1] != 2 * w[0] {
-                return Err(format!("embed_dims must double from stage to stage, got {:?}", self.embed_dims));
+                return Err(format!(
+                    "embed_dims must double from stage to stage, got {:?}",
+                    self.embed_dims
+                ));
             }
         }
         for (i, &d) in self.embed_dims.iter().enumerate() {
             if self.mixers[i] == Mixer::Attention && d % self.head_dim != 0 {
-                return Err(format!("stage {i} width {d} is not a multiple of head_dim {}", self.head_dim));
+                return Err(format!(
+                    "stage {i} width {d} is not a multiple of head_dim {}",
+                    self.head_dim
+                ));
             }
         }
         Ok(())
@@ -141,18 +159,27 @@ pub struct FastVlmConfig {
 }
 
 fn bad(path: &Path, msg: impl Into<String>) -> ModelError {
-    ModelError::Config { path: path.to_path_buf(), msg: msg.into() }
+    ModelError::Config {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
 }
 
 fn get<'a>(v: &'a Value, key: &str, path: &Path, section: &str) -> Result<&'a Value, ModelError> {
-    v.get(key).ok_or_else(|| bad(path, format!("missing key `{section}{key}`")))
+    v.get(key)
+        .ok_or_else(|| bad(path, format!("missing key `{section}{key}`")))
 }
 
 fn get_usize(v: &Value, key: &str, path: &Path, section: &str) -> Result<usize, ModelError> {
     get(v, key, path, section)?
         .as_u64()
         .map(|x| x as usize)
-        .ok_or_else(|| bad(path, format!("`{section}{key}` must be a non-negative integer")))
+        .ok_or_else(|| {
+            bad(
+                path,
+                format!("`{section}{key}` must be a non-negative integer"),
+            )
+        })
 }
 
 fn usize_list(v: &Value, key: &str, path: &Path, section: &str) -> Result<Vec<usize>, ModelError> {
@@ -178,7 +205,11 @@ fn f64_list(v: &Value, key: &str, path: &Path, section: &str) -> Result<Vec<f64>
 fn eos_ids(v: &Value) -> Vec<u32> {
     match v.get("eos_token_id") {
         Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_u64())
+            .map(|x| x as u32)
+            .collect(),
         _ => vec![],
     }
 }
@@ -186,7 +217,10 @@ fn eos_ids(v: &Value) -> Vec<u32> {
 fn text_config(t: &Value, path: &Path, section: &str) -> Result<TextConfig, ModelError> {
     if let Some(act) = t.get("hidden_act").and_then(|a| a.as_str()) {
         if act != "silu" {
-            return Err(bad(path, format!("`{section}hidden_act` is `{act}`; Qwen2 in FastVLM uses `silu`")));
+            return Err(bad(
+                path,
+                format!("`{section}hidden_act` is `{act}`; Qwen2 in FastVLM uses `silu`"),
+            ));
         }
     }
     let hidden_size = get_usize(t, "hidden_size", path, section)?;
@@ -195,7 +229,10 @@ fn text_config(t: &Value, path: &Path, section: &str) -> Result<TextConfig, Mode
         Some(Value::Null) | None => num_attention_heads,
         Some(_) => get_usize(t, "num_key_value_heads", path, section)?,
     };
-    if num_attention_heads == 0 || num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
+    if num_attention_heads == 0
+        || num_key_value_heads == 0
+        || num_attention_heads % num_key_value_heads != 0
+    {
         return Err(bad(
             path,
             format!(
@@ -209,23 +246,46 @@ fn text_config(t: &Value, path: &Path, section: &str) -> Result<TextConfig, Mode
         _ => hidden_size / num_attention_heads,
     };
     if head_dim == 0 || head_dim % 2 != 0 {
-        return Err(bad(path, format!("attention head_dim {head_dim} must be a positive even number")));
+        return Err(bad(
+            path,
+            format!("attention head_dim {head_dim} must be a positive even number"),
+        ));
     }
     // transformers ≥ 5 nests RoPE parameters; older files keep `rope_theta` flat.
     let rope_theta = match t.get("rope_parameters").and_then(|r| r.get("rope_theta")) {
-        Some(x) => x.as_f64().ok_or_else(|| bad(path, format!("`{section}rope_parameters.rope_theta` must be a number")))?,
-        None => t.get("rope_theta").and_then(|x| x.as_f64()).unwrap_or(10_000.0),
+        Some(x) => x.as_f64().ok_or_else(|| {
+            bad(
+                path,
+                format!("`{section}rope_parameters.rope_theta` must be a number"),
+            )
+        })?,
+        None => t
+            .get("rope_theta")
+            .and_then(|x| x.as_f64())
+            .unwrap_or(10_000.0),
     };
     for key in ["rope_scaling"] {
         if let Some(v) = t.get(key) {
             if !v.is_null() {
-                return Err(bad(path, format!("`{section}{key}` is set; scaled RoPE is not supported")));
+                return Err(bad(
+                    path,
+                    format!("`{section}{key}` is set; scaled RoPE is not supported"),
+                ));
             }
         }
     }
-    if let Some(rp) = t.get("rope_parameters").and_then(|r| r.get("rope_type")).and_then(|x| x.as_str()) {
+    if let Some(rp) = t
+        .get("rope_parameters")
+        .and_then(|r| r.get("rope_type"))
+        .and_then(|x| x.as_str())
+    {
         if rp != "default" {
-            return Err(bad(path, format!("`{section}rope_parameters.rope_type` is `{rp}`; only `default` is supported")));
+            return Err(bad(
+                path,
+                format!(
+                    "`{section}rope_parameters.rope_type` is `{rp}`; only `default` is supported"
+                ),
+            ));
         }
     }
     Ok(TextConfig {
@@ -236,10 +296,19 @@ fn text_config(t: &Value, path: &Path, section: &str) -> Result<TextConfig, Mode
         num_key_value_heads,
         head_dim,
         vocab_size: get_usize(t, "vocab_size", path, section)?,
-        rms_norm_eps: t.get("rms_norm_eps").and_then(|x| x.as_f64()).unwrap_or(1e-6),
+        rms_norm_eps: t
+            .get("rms_norm_eps")
+            .and_then(|x| x.as_f64())
+            .unwrap_or(1e-6),
         rope_theta,
-        max_position_embeddings: t.get("max_position_embeddings").and_then(|x| x.as_u64()).unwrap_or(32_768) as usize,
-        tie_word_embeddings: t.get("tie_word_embeddings").and_then(|x| x.as_bool()).unwrap_or(false),
+        max_position_embeddings: t
+            .get("max_position_embeddings")
+            .and_then(|x| x.as_u64())
+            .unwrap_or(32_768) as usize,
+        tie_word_embeddings: t
+            .get("tie_word_embeddings")
+            .and_then(|x| x.as_bool())
+            .unwrap_or(false),
         eos_token_ids: eos_ids(t),
     })
 }
@@ -253,7 +322,8 @@ impl FastVlmConfig {
             what: "the model configuration".into(),
             source: Some(e),
         })?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| bad(&path, format!("not valid JSON: {e}")))?;
+        let v: Value =
+            serde_json::from_str(&text).map_err(|e| bad(&path, format!("not valid JSON: {e}")))?;
         Self::from_json(&v, &path)
     }
 
@@ -274,7 +344,10 @@ impl FastVlmConfig {
         let tower = get(v, "mm_vision_tower", path, "")?
             .as_str()
             .ok_or_else(|| bad(path, "`mm_vision_tower` must be a string"))?;
-        let proj = v.get("mm_projector_type").and_then(|p| p.as_str()).unwrap_or("linear");
+        let proj = v
+            .get("mm_projector_type")
+            .and_then(|p| p.as_str())
+            .unwrap_or("linear");
         if proj != "mlp2x_gelu" {
             return Err(bad(path, format!("`mm_projector_type` is `{proj}`; only `mlp2x_gelu` (FastVLM's projector) is supported")));
         }
@@ -285,7 +358,11 @@ impl FastVlmConfig {
             ));
         }
         // `mobileclip_l_1024` → trained at 1024 px.
-        let native_resolution = tower.rsplit('_').next().and_then(|s| s.parse::<u32>().ok()).unwrap_or(1024);
+        let native_resolution = tower
+            .rsplit('_')
+            .next()
+            .and_then(|s| s.parse::<u32>().ok())
+            .unwrap_or(1024);
         let vision = match v.get("x_harness_vision_tower") {
             // Test checkpoints with non-FastViTHD widths describe their tower explicitly.
             Some(x) => {
@@ -296,7 +373,12 @@ impl FastVlmConfig {
                     f64_list(x, "mlp_ratios", path, s)?,
                 );
                 if let Some(hd) = x.get("attention_head_dim") {
-                    vc.head_dim = hd.as_u64().ok_or_else(|| bad(path, "`x_harness_vision_tower.attention_head_dim` must be an integer"))? as usize;
+                    vc.head_dim = hd.as_u64().ok_or_else(|| {
+                        bad(
+                            path,
+                            "`x_harness_vision_tower.attention_head_dim` must be an integer",
+                        )
+                    })? as usize;
                 }
                 vc
             }
@@ -305,13 +387,27 @@ impl FastVlmConfig {
         vision.validate().map_err(|m| bad(path, m))?;
         let mm_hidden_size = get_usize(v, "mm_hidden_size", path, "")?;
         let text = text_config(v, path, "")?;
-        let image_token_id = v.get("image_token_index").and_then(|x| x.as_u64()).map(|x| x as u32);
-        Self::finish(Layout::Apple, vision, text, mm_hidden_size, native_resolution, image_token_id, path)
+        let image_token_id = v
+            .get("image_token_index")
+            .and_then(|x| x.as_u64())
+            .map(|x| x as u32);
+        Self::finish(
+            Layout::Apple,
+            vision,
+            text,
+            mm_hidden_size,
+            native_resolution,
+            image_token_id,
+            path,
+        )
     }
 
     fn hf(v: &Value, path: &Path) -> Result<Self, ModelError> {
         let vc = get(v, "vision_config", path, "")?;
-        let arch = vc.get("architecture").and_then(|a| a.as_str()).unwrap_or("");
+        let arch = vc
+            .get("architecture")
+            .and_then(|a| a.as_str())
+            .unwrap_or("");
         if arch != "fastvit_mci3" {
             return Err(bad(
                 path,
@@ -322,24 +418,54 @@ impl FastVlmConfig {
         let empty = Value::Null;
         let ma = vc.get("model_args").unwrap_or(&empty);
         let s = "vision_config.model_args.";
-        let layers = if ma.get("layers").is_some() { usize_list(ma, "layers", path, s)? } else { d.layers };
-        let dims = if ma.get("embed_dims").is_some() { usize_list(ma, "embed_dims", path, s)? } else { d.embed_dims };
-        let ratios = if ma.get("mlp_ratios").is_some() { f64_list(ma, "mlp_ratios", path, s)? } else { d.mlp_ratios };
+        let layers = if ma.get("layers").is_some() {
+            usize_list(ma, "layers", path, s)?
+        } else {
+            d.layers
+        };
+        let dims = if ma.get("embed_dims").is_some() {
+            usize_list(ma, "embed_dims", path, s)?
+        } else {
+            d.embed_dims
+        };
+        let ratios = if ma.get("mlp_ratios").is_some() {
+            f64_list(ma, "mlp_ratios", path, s)?
+        } else {
+            d.mlp_ratios
+        };
         let vision = VisionConfig::fastvit_mci3(layers, dims, ratios);
         vision.validate().map_err(|m| bad(path, m))?;
         match v.get("projector_hidden_act").and_then(|a| a.as_str()) {
             None | Some("gelu") => {}
-            Some(a) => return Err(bad(path, format!("`projector_hidden_act` is `{a}`; only `gelu` is supported"))),
-        }
-        if v.get("multimodal_projector_bias").and_then(|b| b.as_bool()) == Some(false) {
-            return Err(bad(path, "`multimodal_projector_bias` is false; FastVLM's projector has biases"));
-        }
-        if let Some(s) = v.get("vision_feature_select_strategy").and_then(|s| s.as_str()) {
-            if s != "full" {
-                return Err(bad(path, format!("`vision_feature_select_strategy` is `{s}`; FastVLM uses `full`")));
+            Some(a) => {
+                return Err(bad(
+                    path,
+                    format!("`projector_hidden_act` is `{a}`; only `gelu` is supported"),
+                ))
             }
         }
-        let mm_hidden_size = vc.get("hidden_size").and_then(|x| x.as_u64()).map(|x| x as usize).unwrap_or(vision.out_channels);
+        if v.get("multimodal_projector_bias").and_then(|b| b.as_bool()) == Some(false) {
+            return Err(bad(
+                path,
+                "`multimodal_projector_bias` is false; FastVLM's projector has biases",
+            ));
+        }
+        if let Some(s) = v
+            .get("vision_feature_select_strategy")
+            .and_then(|s| s.as_str())
+        {
+            if s != "full" {
+                return Err(bad(
+                    path,
+                    format!("`vision_feature_select_strategy` is `{s}`; FastVLM uses `full`"),
+                ));
+            }
+        }
+        let mm_hidden_size = vc
+            .get("hidden_size")
+            .and_then(|x| x.as_u64())
+            .map(|x| x as usize)
+            .unwrap_or(vision.out_channels);
         let t = get(v, "text_config", path, "")?;
         let mut text = text_config(t, path, "text_config.")?;
         if let Some(tie) = v.get("tie_word_embeddings").and_then(|x| x.as_bool()) {
@@ -354,10 +480,21 @@ impl FastVlmConfig {
             .and_then(|x| x.as_u64())
             .map(|x| x as u32)
             .ok_or_else(|| bad(path, "missing key `image_token_index`"))?;
-        let seq = v.get("image_seq_length").and_then(|x| x.as_u64()).unwrap_or(256);
+        let seq = v
+            .get("image_seq_length")
+            .and_then(|x| x.as_u64())
+            .unwrap_or(256);
         let side = (seq as f64).sqrt().round() as u32;
         let native_resolution = side * vision.stride() as u32;
-        Self::finish(Layout::Hf, vision, text, mm_hidden_size, native_resolution, Some(image_token_id), path)
+        Self::finish(
+            Layout::Hf,
+            vision,
+            text,
+            mm_hidden_size,
+            native_resolution,
+            Some(image_token_id),
+            path,
+        )
     }
 
     fn finish(
@@ -379,7 +516,14 @@ impl FastVlmConfig {
                 ),
             ));
         }
-        Ok(Self { layout, vision, text, mm_hidden_size, native_resolution, image_token_id })
+        Ok(Self {
+            layout,
+            vision,
+            text,
+            mm_hidden_size,
+            native_resolution,
+            image_token_id,
+        })
     }
 }
 
@@ -424,11 +568,17 @@ mod tests {
         let mut v = apple_real();
         v["mm_vision_tower"] = json!("clip_vit_large");
         let e = FastVlmConfig::from_json(&v, p()).unwrap_err().to_string();
-        assert!(e.contains("mm_vision_tower") && e.contains("clip_vit_large"), "{e}");
+        assert!(
+            e.contains("mm_vision_tower") && e.contains("clip_vit_large"),
+            "{e}"
+        );
         let mut v = apple_real();
         v["mm_projector_type"] = json!("linear");
         let e = FastVlmConfig::from_json(&v, p()).unwrap_err().to_string();
-        assert!(e.contains("mm_projector_type") && e.contains("linear"), "{e}");
+        assert!(
+            e.contains("mm_projector_type") && e.contains("linear"),
+            "{e}"
+        );
         let mut v = apple_real();
         v["model_type"] = json!("llama");
         let e = FastVlmConfig::from_json(&v, p()).unwrap_err().to_string();

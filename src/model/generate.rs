@@ -12,7 +12,11 @@ pub enum Sampling {
     /// Always the most likely token (deterministic).
     Greedy,
     /// Sample from the top-p nucleus of the tempered distribution; `seed` makes it repeatable.
-    Sample { temperature: f64, top_p: f64, seed: u64 },
+    Sample {
+        temperature: f64,
+        top_p: f64,
+        seed: u64,
+    },
 }
 
 /// Everything that shapes one generation.
@@ -30,22 +34,38 @@ pub struct GenerationParams {
 
 impl Default for GenerationParams {
     fn default() -> Self {
-        Self { max_tokens: 256, sampling: Sampling::Greedy, repetition_penalty: 1.0, repeat_last_n: 64, ignore_eos: false }
+        Self {
+            max_tokens: 256,
+            sampling: Sampling::Greedy,
+            repetition_penalty: 1.0,
+            repeat_last_n: 64,
+            ignore_eos: false,
+        }
     }
 }
 
 impl GenerationParams {
     pub fn validate(&self) -> Result<(), ModelError> {
-        if let Sampling::Sample { temperature, top_p, .. } = self.sampling {
+        if let Sampling::Sample {
+            temperature, top_p, ..
+        } = self.sampling
+        {
             if !(temperature > 0.0 && temperature.is_finite()) {
-                return Err(ModelError::Other(format!("temperature must be > 0, got {temperature}")));
+                return Err(ModelError::Other(format!(
+                    "temperature must be > 0, got {temperature}"
+                )));
             }
             if !(top_p > 0.0 && top_p <= 1.0) {
-                return Err(ModelError::Other(format!("top-p must be in (0, 1], got {top_p}")));
+                return Err(ModelError::Other(format!(
+                    "top-p must be in (0, 1], got {top_p}"
+                )));
             }
         }
         if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
-            return Err(ModelError::Other(format!("repetition penalty must be > 0, got {}", self.repetition_penalty)));
+            return Err(ModelError::Other(format!(
+                "repetition penalty must be > 0, got {}",
+                self.repetition_penalty
+            )));
         }
         Ok(())
     }
@@ -62,10 +82,22 @@ impl Sampler {
     pub fn new(params: &GenerationParams) -> Self {
         let (seed, sampling) = match params.sampling {
             Sampling::Greedy => (0, CandleSampling::ArgMax),
-            Sampling::Sample { temperature, top_p, seed } if top_p >= 1.0 => {
-                (seed, CandleSampling::All { temperature })
-            }
-            Sampling::Sample { temperature, top_p, seed } => (seed, CandleSampling::TopP { p: top_p, temperature }),
+            Sampling::Sample {
+                temperature,
+                top_p,
+                seed,
+            } if top_p >= 1.0 => (seed, CandleSampling::All { temperature }),
+            Sampling::Sample {
+                temperature,
+                top_p,
+                seed,
+            } => (
+                seed,
+                CandleSampling::TopP {
+                    p: top_p,
+                    temperature,
+                },
+            ),
         };
         Self {
             processor: LogitsProcessor::from_sampling(seed, sampling),
@@ -78,7 +110,11 @@ impl Sampler {
     pub fn next(&mut self, logits: &Tensor, generated: &[u32]) -> Result<u32, ModelError> {
         let logits = if self.penalty != 1.0 && !generated.is_empty() {
             let start = generated.len().saturating_sub(self.window);
-            candle_transformers::utils::apply_repeat_penalty(logits, self.penalty, &generated[start..])?
+            candle_transformers::utils::apply_repeat_penalty(
+                logits,
+                self.penalty,
+                &generated[start..],
+            )?
         } else {
             logits.clone()
         };
@@ -96,7 +132,10 @@ mod tests {
         let logits = Tensor::new(&[0.1f32, 2.0, 1.9, -1.0], &Device::Cpu).unwrap();
         let mut s = Sampler::new(&GenerationParams::default());
         assert_eq!(s.next(&logits, &[]).unwrap(), 1);
-        let p = GenerationParams { repetition_penalty: 1.5, ..Default::default() };
+        let p = GenerationParams {
+            repetition_penalty: 1.5,
+            ..Default::default()
+        };
         let mut s = Sampler::new(&p);
         assert_eq!(s.next(&logits, &[1]).unwrap(), 2);
     }
@@ -105,7 +144,11 @@ mod tests {
     fn sampling_is_repeatable_with_a_seed_and_respects_top_p() {
         let logits = Tensor::new(&[3.0f32, 2.9, 0.0, -5.0, 1.0], &Device::Cpu).unwrap();
         let p = GenerationParams {
-            sampling: Sampling::Sample { temperature: 1.0, top_p: 0.9, seed: 42 },
+            sampling: Sampling::Sample {
+                temperature: 1.0,
+                top_p: 0.9,
+                seed: 42,
+            },
             ..Default::default()
         };
         let a: Vec<u32> = {
@@ -125,12 +168,20 @@ mod tests {
     #[test]
     fn bad_settings_are_rejected() {
         let p = GenerationParams {
-            sampling: Sampling::Sample { temperature: 0.0, top_p: 0.9, seed: 1 },
+            sampling: Sampling::Sample {
+                temperature: 0.0,
+                top_p: 0.9,
+                seed: 1,
+            },
             ..Default::default()
         };
         assert!(p.validate().is_err());
         let p = GenerationParams {
-            sampling: Sampling::Sample { temperature: 0.7, top_p: 1.5, seed: 1 },
+            sampling: Sampling::Sample {
+                temperature: 0.7,
+                top_p: 1.5,
+                seed: 1,
+            },
             ..Default::default()
         };
         assert!(p.validate().is_err());

@@ -40,37 +40,43 @@ pub fn conv_depthwise(
     let (ho, wo) = (conv_out(h, k, stride), conv_out(w, k, stride));
     let pad = (k / 2) as isize;
     let mut out = vec![0f32; co * ho * wo];
-    out.par_chunks_mut(ho * wo).enumerate().for_each(|(o, dst)| {
-        let src = &x[(o / mult) * h * w..(o / mult + 1) * h * w];
-        let wk = &weight[o * k * k..(o + 1) * k * k];
-        let b = bias.map_or(0.0, |b| b[o]);
-        for oy in 0..ho {
-            let iy0 = (oy * stride) as isize - pad;
-            // rows of the kernel that fall inside the image
-            let ky_lo = (-iy0).max(0) as usize;
-            let ky_hi = ((h as isize - iy0).min(k as isize)).max(0) as usize;
-            let row = &mut dst[oy * wo..(oy + 1) * wo];
-            row.iter_mut().for_each(|v| *v = b);
-            for ky in ky_lo..ky_hi {
-                let srow = &src[(iy0 + ky as isize) as usize * w..][..w];
-                for kx in 0..k {
-                    let wv = wk[ky * k + kx];
-                    let off = kx as isize - pad;
-                    // output columns ox with 0 <= ox*stride + off < w
-                    let ox_lo = if off < 0 { ((-off) as usize).div_ceil(stride) } else { 0 };
-                    let ox_hi = if (w as isize - off) <= 0 {
-                        0
-                    } else {
-                        ((w as isize - off - 1) as usize / stride + 1).min(wo)
-                    };
-                    for ox in ox_lo..ox_hi {
-                        let ix = (ox * stride) as isize + off;
-                        row[ox] += wv * srow[ix as usize];
+    out.par_chunks_mut(ho * wo)
+        .enumerate()
+        .for_each(|(o, dst)| {
+            let src = &x[(o / mult) * h * w..(o / mult + 1) * h * w];
+            let wk = &weight[o * k * k..(o + 1) * k * k];
+            let b = bias.map_or(0.0, |b| b[o]);
+            for oy in 0..ho {
+                let iy0 = (oy * stride) as isize - pad;
+                // rows of the kernel that fall inside the image
+                let ky_lo = (-iy0).max(0) as usize;
+                let ky_hi = ((h as isize - iy0).min(k as isize)).max(0) as usize;
+                let row = &mut dst[oy * wo..(oy + 1) * wo];
+                row.iter_mut().for_each(|v| *v = b);
+                for ky in ky_lo..ky_hi {
+                    let srow = &src[(iy0 + ky as isize) as usize * w..][..w];
+                    for kx in 0..k {
+                        let wv = wk[ky * k + kx];
+                        let off = kx as isize - pad;
+                        // output columns ox with 0 <= ox*stride + off < w
+                        let ox_lo = if off < 0 {
+                            ((-off) as usize).div_ceil(stride)
+                        } else {
+                            0
+                        };
+                        let ox_hi = if (w as isize - off) <= 0 {
+                            0
+                        } else {
+                            ((w as isize - off - 1) as usize / stride + 1).min(wo)
+                        };
+                        for ox in ox_lo..ox_hi {
+                            let ix = (ox * stride) as isize + off;
+                            row[ox] += wv * srow[ix as usize];
+                        }
                     }
                 }
             }
-        }
-    });
+        });
     (out, ho, wo)
 }
 
@@ -124,7 +130,14 @@ pub fn conv_dense(
 }
 
 /// 1×1 convolution: `out[co, hw] = weight[co, ci] · x[ci, hw] + bias`.
-pub fn conv_pointwise(x: &[f32], ci: usize, hw: usize, weight: &[f32], bias: Option<&[f32]>, co: usize) -> Vec<f32> {
+pub fn conv_pointwise(
+    x: &[f32],
+    ci: usize,
+    hw: usize,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    co: usize,
+) -> Vec<f32> {
     assert_eq!(x.len(), ci * hw, "conv_pointwise: input size");
     assert_eq!(weight.len(), co * ci, "conv_pointwise: weight size");
     let mut out = vec![0f32; co * hw];
@@ -139,8 +152,26 @@ pub fn conv_pointwise(x: &[f32], ci: usize, hw: usize, weight: &[f32], bias: Opt
 }
 
 /// Row-major GEMM: `out[m, n] (+)= a[m, k] · b[k, n]`; accumulates into `out` when `accumulate`.
-pub fn matmul(a: &[f32], b: &[f32], out: &mut [f32], m: usize, k: usize, n: usize, accumulate: bool) {
-    matmul_strided(a, (k as isize, 1), b, (n as isize, 1), out, m, k, n, accumulate)
+pub fn matmul(
+    a: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+) {
+    matmul_strided(
+        a,
+        (k as isize, 1),
+        b,
+        (n as isize, 1),
+        out,
+        m,
+        k,
+        n,
+        accumulate,
+    )
 }
 
 /// GEMM with explicit (row, column) strides for `a` and `b`; `out` is row-major `[m, n]`.
@@ -210,7 +241,8 @@ pub fn gelu(v: f32) -> f32 {
 
 /// Applies exact GELU in place, in parallel.
 pub fn gelu_inplace(x: &mut [f32]) {
-    x.par_chunks_mut(4096).for_each(|c| c.iter_mut().for_each(|v| *v = gelu(*v)));
+    x.par_chunks_mut(4096)
+        .for_each(|c| c.iter_mut().for_each(|v| *v = gelu(*v)));
 }
 
 /// Per-channel affine map in place: `x[c, :] = x[c, :] * scale[c] + shift[c]`.
@@ -224,10 +256,13 @@ pub fn channel_affine_inplace(x: &mut [f32], hw: usize, scale: &[f32], shift: &[
 /// Layer-scaled residual in place: `x[c, :] += gamma[c] · y[c, :]`.
 pub fn residual_scaled_inplace(x: &mut [f32], y: &[f32], hw: usize, gamma: &[f32]) {
     assert_eq!(x.len(), y.len(), "residual: sizes");
-    x.par_chunks_mut(hw).zip(y.par_chunks(hw)).enumerate().for_each(|(c, (xr, yr))| {
-        let g = gamma[c];
-        xr.iter_mut().zip(yr).for_each(|(a, b)| *a += g * *b);
-    });
+    x.par_chunks_mut(hw)
+        .zip(y.par_chunks(hw))
+        .enumerate()
+        .for_each(|(c, (xr, yr))| {
+            let g = gamma[c];
+            xr.iter_mut().zip(yr).for_each(|(a, b)| *a += g * *b);
+        });
 }
 
 #[cfg(test)]
@@ -293,7 +328,10 @@ mod tests {
     fn assert_close(a: &[f32], b: &[f32]) {
         assert_eq!(a.len(), b.len());
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "index {i}: {x} vs {y}");
+            assert!(
+                (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                "index {i}: {x} vs {y}"
+            );
         }
     }
 

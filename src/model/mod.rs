@@ -39,17 +39,34 @@ use weights::Checkpoint;
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("{}: missing {what}{}", path.display(), source.as_ref().map(|e| format!(" ({e})")).unwrap_or_default())]
-    MissingFile { path: PathBuf, what: String, source: Option<std::io::Error> },
+    MissingFile {
+        path: PathBuf,
+        what: String,
+        source: Option<std::io::Error>,
+    },
     #[error("{}: {msg}", path.display())]
     Config { path: PathBuf, msg: String },
     #[error("{}: {msg}", path.display())]
     Corrupt { path: PathBuf, msg: String },
     #[error("tensor `{name}` (expected shape {expected:?}) is missing from {files}; the checkpoint is incomplete or in another layout")]
-    MissingTensor { name: String, files: String, expected: Vec<usize> },
+    MissingTensor {
+        name: String,
+        files: String,
+        expected: Vec<usize>,
+    },
     #[error("tensor `{name}` in {} has shape {got:?}, expected {expected:?} from config.json", file.display())]
-    ShapeMismatch { name: String, file: PathBuf, expected: Vec<usize>, got: Vec<usize> },
+    ShapeMismatch {
+        name: String,
+        file: PathBuf,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
     #[error("{}: {count} tensor(s) are not used by FastVLM, e.g. {examples:?}; the checkpoint does not match its config.json", dir.display())]
-    UnexpectedTensors { dir: PathBuf, count: usize, examples: Vec<String> },
+    UnexpectedTensors {
+        dir: PathBuf,
+        count: usize,
+        examples: Vec<String>,
+    },
     #[error("tokenizer {}: {msg}", path.display())]
     Tokenizer { path: PathBuf, msg: String },
     #[error("{0}")]
@@ -59,7 +76,17 @@ pub enum ModelError {
 }
 
 /// Weight precision of the language model (the vision encoder always computes in f32).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     #[default]
@@ -86,10 +113,18 @@ pub struct Projector {
 }
 
 impl Projector {
-    fn load(ck: &Checkpoint, layout: Layout, mm_hidden: usize, hidden: usize) -> Result<Self, ModelError> {
+    fn load(
+        ck: &Checkpoint,
+        layout: Layout,
+        mm_hidden: usize,
+        hidden: usize,
+    ) -> Result<Self, ModelError> {
         let (a, b) = match layout {
             Layout::Apple => ("model.mm_projector.0", "model.mm_projector.2"),
-            Layout::Hf => ("model.multi_modal_projector.linear_1", "model.multi_modal_projector.linear_2"),
+            Layout::Hf => (
+                "model.multi_modal_projector.linear_1",
+                "model.multi_modal_projector.linear_2",
+            ),
         };
         let lin = |n: &str, i: usize, o: usize| -> Result<Linear, ModelError> {
             Ok(Linear::new(
@@ -97,12 +132,17 @@ impl Projector {
                 Some(ck.get(&format!("{n}.bias"), &[o], DType::F32)?),
             ))
         };
-        Ok(Self { linear_1: lin(a, mm_hidden, hidden)?, linear_2: lin(b, hidden, hidden)? })
+        Ok(Self {
+            linear_1: lin(a, mm_hidden, hidden)?,
+            linear_2: lin(b, hidden, hidden)?,
+        })
     }
 
     /// `[N, mm_hidden]` → `[N, hidden]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
-        Ok(self.linear_2.forward(&self.linear_1.forward(x)?.gelu_erf()?)?)
+        Ok(self
+            .linear_2
+            .forward(&self.linear_1.forward(x)?.gelu_erf()?)?)
     }
 }
 
@@ -163,14 +203,23 @@ impl FastVlm {
         let config = FastVlmConfig::from_dir(dir)?;
         let ck = Checkpoint::open(dir)?;
         let vision = FastViTHD::load(&ck, config.layout, &config.vision)?;
-        let projector = Projector::load(&ck, config.layout, config.mm_hidden_size, config.text.hidden_size)?;
+        let projector = Projector::load(
+            &ck,
+            config.layout,
+            config.mm_hidden_size,
+            config.text.hidden_size,
+        )?;
         let prefix = match config.layout {
             Layout::Apple => "model.",
             Layout::Hf => "model.language_model.",
         };
         let llm = Qwen2::load(&ck, prefix, &config.text, precision.dtype())?;
         ck.ensure_all_used()?;
-        let tokenizer = if TextTokenizer::present(dir) { Some(TextTokenizer::from_dir(dir)?) } else { None };
+        let tokenizer = if TextTokenizer::present(dir) {
+            Some(TextTokenizer::from_dir(dir)?)
+        } else {
+            None
+        };
         Ok(Self {
             config,
             dir: dir.to_path_buf(),
@@ -178,7 +227,10 @@ impl FastVlm {
             projector,
             llm,
             tokenizer,
-            describe_params: GenerationParams { max_tokens: 64, ..Default::default() },
+            describe_params: GenerationParams {
+                max_tokens: 64,
+                ..Default::default()
+            },
         })
     }
 
@@ -187,11 +239,14 @@ impl FastVlm {
     }
 
     fn require_tokenizer(&self) -> Result<&TextTokenizer, ModelError> {
-        self.tokenizer.as_ref().ok_or_else(|| ModelError::MissingFile {
-            path: self.dir.join("tokenizer.json"),
-            what: "tokenizer (tokenizer.json, or vocab.json + merges.txt as Apple ships them)".into(),
-            source: None,
-        })
+        self.tokenizer
+            .as_ref()
+            .ok_or_else(|| ModelError::MissingFile {
+                path: self.dir.join("tokenizer.json"),
+                what: "tokenizer (tokenizer.json, or vocab.json + merges.txt as Apple ships them)"
+                    .into(),
+                source: None,
+            })
     }
 
     /// Checks that `resolution` is usable by this encoder.
@@ -225,12 +280,20 @@ impl FastVlm {
         let features_nchw = self.vision.forward(pixels)?;
         let image_features = self.features_to_tokens(&features_nchw)?;
         let projected = self.projector.forward(&image_features)?;
-        Ok(ImageEncoding { features_nchw, image_features, projected })
+        Ok(ImageEncoding {
+            features_nchw,
+            image_features,
+            projected,
+        })
     }
 
     /// Encoder output `[C, h, w]` → `[h·w, C]` tensor.
     pub fn features_to_tokens(&self, f: &FeatureMap) -> Result<Tensor, ModelError> {
-        Ok(Tensor::from_vec(f.to_tokens(), (f.hw(), f.c), &Device::Cpu)?)
+        Ok(Tensor::from_vec(
+            f.to_tokens(),
+            (f.hw(), f.c),
+            &Device::Cpu,
+        )?)
     }
 
     /// The projector alone: `[N, mm_hidden]` → `[N, hidden]`.
@@ -239,10 +302,18 @@ impl FastVlm {
     }
 
     /// Scene embedding of an image at `resolution`.
-    pub fn scene_embedding(&self, image: &RgbImage, resolution: u32) -> Result<SceneEmbedding, ModelError> {
+    pub fn scene_embedding(
+        &self,
+        image: &RgbImage,
+        resolution: u32,
+    ) -> Result<SceneEmbedding, ModelError> {
         let enc = self.encode_pixels(&self.preprocess(image, resolution)?)?;
         let embedding = pooled_embedding(&enc.image_features)?;
-        Ok(SceneEmbedding { image_features: enc.image_features, projector_output: enc.projected, embedding })
+        Ok(SceneEmbedding {
+            image_features: enc.image_features,
+            projector_output: enc.projected,
+            embedding,
+        })
     }
 
     /// Token ids of the chat prompt for `question`, around the image slot.
@@ -251,7 +322,11 @@ impl FastVlm {
     }
 
     /// Input embeddings `[1, T, H]`: prompt text with the projected image rows spliced in.
-    pub fn input_embeds(&self, prompt: &PromptIds, projected: &Tensor) -> Result<Tensor, ModelError> {
+    pub fn input_embeds(
+        &self,
+        prompt: &PromptIds,
+        projected: &Tensor,
+    ) -> Result<Tensor, ModelError> {
         let img = projected.to_dtype(self.llm.dtype())?.unsqueeze(0)?;
         let mut parts = vec![];
         if !prompt.before.is_empty() {
@@ -271,7 +346,11 @@ impl FastVlm {
 
     /// Runs the LLM over `embeds` from an empty cache; returns the final hidden states `[1, T, H]`,
     /// handing each layer's hidden states to `tap`.
-    pub fn prefill_with(&mut self, embeds: &Tensor, tap: impl FnMut(usize, &Tensor)) -> Result<Tensor, ModelError> {
+    pub fn prefill_with(
+        &mut self,
+        embeds: &Tensor,
+        tap: impl FnMut(usize, &Tensor),
+    ) -> Result<Tensor, ModelError> {
         self.llm.clear_kv_cache();
         self.llm.forward_embeds_with(embeds, tap)
     }
@@ -362,13 +441,23 @@ impl FastVlm {
         self.tokenizer = Some(tok);
         result?;
         let decode_s = t_first.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
-        let decode_tokens_per_s =
-            if ids.len() > 1 && decode_s > 0.0 { (ids.len() - 1) as f64 / decode_s } else { 0.0 };
+        let decode_tokens_per_s = if ids.len() > 1 && decode_s > 0.0 {
+            (ids.len() - 1) as f64 / decode_s
+        } else {
+            0.0
+        };
         Ok(Generation {
             text: text?,
             token_ids: ids,
             prompt_tokens,
-            timings: Timings { preprocess_ms, vision_ms, prefill_ms, ttft_ms, decode_tokens_per_s, total_ms: ms(t0) },
+            timings: Timings {
+                preprocess_ms,
+                vision_ms,
+                prefill_ms,
+                ttft_ms,
+                decode_tokens_per_s,
+                total_ms: ms(t0),
+            },
             cancelled,
             stopped_on_eos,
         })
@@ -377,9 +466,20 @@ impl FastVlm {
 
 /// Mean over tokens of `[N, C]` features, L2-normalised.
 pub fn pooled_embedding(image_features: &Tensor) -> Result<Vec<f32>, ModelError> {
-    let mean = image_features.to_dtype(DType::F32)?.mean(0)?.to_vec1::<f32>()?;
-    let norm = mean.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>().sqrt();
-    Ok(if norm > 0.0 { mean.iter().map(|v| (*v as f64 / norm) as f32).collect() } else { mean })
+    let mean = image_features
+        .to_dtype(DType::F32)?
+        .mean(0)?
+        .to_vec1::<f32>()?;
+    let norm = mean
+        .iter()
+        .map(|v| (*v as f64) * (*v as f64))
+        .sum::<f64>()
+        .sqrt();
+    Ok(if norm > 0.0 {
+        mean.iter().map(|v| (*v as f64 / norm) as f32).collect()
+    } else {
+        mean
+    })
 }
 
 impl Describer for FastVlm {
@@ -394,8 +494,23 @@ impl Describer for FastVlm {
         on_text: &mut dyn FnMut(&str),
         cancel: &dyn Fn() -> bool,
     ) -> anyhow::Result<Description> {
-        let params = GenerationParams { max_tokens: request.max_tokens, ..self.describe_params.clone() };
-        let g = self.generate(image, &request.prompt, request.resolution, &params, on_text, cancel)?;
-        Ok(Description { text: g.text, token_ids: g.token_ids, timings: g.timings, cancelled: g.cancelled })
+        let params = GenerationParams {
+            max_tokens: request.max_tokens,
+            ..self.describe_params.clone()
+        };
+        let g = self.generate(
+            image,
+            &request.prompt,
+            request.resolution,
+            &params,
+            on_text,
+            cancel,
+        )?;
+        Ok(Description {
+            text: g.text,
+            token_ids: g.token_ids,
+            timings: g.timings,
+            cancelled: g.cancelled,
+        })
     }
 }

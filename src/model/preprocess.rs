@@ -59,9 +59,19 @@ fn coefficients(in_size: usize, out_size: usize) -> (Vec<(usize, usize)>, Vec<i3
             ww += w;
         }
         for x in 0..ksize {
-            let v = if x < n && ww != 0.0 { k[x] / ww } else if x < n { k[x] } else { 0.0 };
+            let v = if x < n && ww != 0.0 {
+                k[x] / ww
+            } else if x < n {
+                k[x]
+            } else {
+                0.0
+            };
             let f = v * (1u32 << PRECISION_BITS) as f64;
-            kk[xx * ksize + x] = if v < 0.0 { (-0.5 + f) as i32 } else { (0.5 + f) as i32 };
+            kk[xx * ksize + x] = if v < 0.0 {
+                (-0.5 + f) as i32
+            } else {
+                (0.5 + f) as i32
+            };
         }
         bounds.push((xmin, n));
     }
@@ -128,7 +138,11 @@ pub fn resize_bicubic(img: &RgbImage, out_w: u32, out_h: u32) -> RgbImage {
 /// The full FastVLM preprocessing: pad to square, resize to `resolution`², scale to [0, 1], CHW.
 pub fn preprocess(img: &RgbImage, resolution: u32) -> FeatureMap {
     let sq = pad_to_square(img);
-    let sized = if sq.width() == resolution { sq } else { resize_bicubic(&sq, resolution, resolution) };
+    let sized = if sq.width() == resolution {
+        sq
+    } else {
+        resize_bicubic(&sq, resolution, resolution)
+    };
     let r = resolution as usize;
     let mut data = vec![0f32; 3 * r * r];
     for (i, px) in sized.pixels().enumerate() {
@@ -164,7 +178,10 @@ mod tests {
             let (bounds, kk, ksize) = coefficients(i, o);
             for (j, &(_, n)) in bounds.iter().enumerate() {
                 let s: i64 = kk[j * ksize..j * ksize + n].iter().map(|&v| v as i64).sum();
-                assert!((s - (1 << PRECISION_BITS)).abs() <= n as i64, "{i}->{o} row {j}: {s}");
+                assert!(
+                    (s - (1 << PRECISION_BITS)).abs() <= n as i64,
+                    "{i}->{o} row {j}: {s}"
+                );
             }
         }
     }

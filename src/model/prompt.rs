@@ -29,8 +29,13 @@ impl PromptIds {
     /// `tokenizer_image_token`; equivalent to transformers' added image token).
     pub fn new(tok: &TextTokenizer, question: &str) -> Result<Self, ModelError> {
         let text = chat_prompt(question);
-        let (a, b) = text.split_once(IMAGE_MARKER).expect("the template holds the marker");
-        Ok(Self { before: tok.encode(a)?, after: tok.encode(b)? })
+        let (a, b) = text
+            .split_once(IMAGE_MARKER)
+            .expect("the template holds the marker");
+        Ok(Self {
+            before: tok.encode(a)?,
+            after: tok.encode(b)?,
+        })
     }
 
     /// The full `input_ids` with `n` copies of `image_token` at the image slot.

@@ -11,14 +11,34 @@ use super::config::TextConfig;
 use super::weights::Checkpoint;
 use super::ModelError;
 
-fn linear(ck: &Checkpoint, name: &str, i: usize, o: usize, bias: bool, dtype: DType) -> Result<Linear, ModelError> {
+fn linear(
+    ck: &Checkpoint,
+    name: &str,
+    i: usize,
+    o: usize,
+    bias: bool,
+    dtype: DType,
+) -> Result<Linear, ModelError> {
     let w = ck.get(&format!("{name}.weight"), &[o, i], dtype)?;
-    let b = if bias { Some(ck.get(&format!("{name}.bias"), &[o], dtype)?) } else { None };
+    let b = if bias {
+        Some(ck.get(&format!("{name}.bias"), &[o], dtype)?)
+    } else {
+        None
+    };
     Ok(Linear::new(w, b))
 }
 
-fn rms_norm(ck: &Checkpoint, name: &str, n: usize, eps: f64, dtype: DType) -> Result<RmsNorm, ModelError> {
-    Ok(RmsNorm::new(ck.get(&format!("{name}.weight"), &[n], dtype)?, eps))
+fn rms_norm(
+    ck: &Checkpoint,
+    name: &str,
+    n: usize,
+    eps: f64,
+    dtype: DType,
+) -> Result<RmsNorm, ModelError> {
+    Ok(RmsNorm::new(
+        ck.get(&format!("{name}.weight"), &[n], dtype)?,
+        eps,
+    ))
 }
 
 /// RoPE tables, computed in f64 and stored in the model dtype.
@@ -31,8 +51,9 @@ struct RotaryEmbedding {
 impl RotaryEmbedding {
     fn new(cfg: &TextConfig, max_len: usize, dtype: DType) -> candle_core::Result<Self> {
         let half = cfg.head_dim / 2;
-        let inv: Vec<f64> =
-            (0..half).map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f64 / cfg.head_dim as f64)).collect();
+        let inv: Vec<f64> = (0..half)
+            .map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f64 / cfg.head_dim as f64))
+            .collect();
         let mut cos = Vec::with_capacity(max_len * half);
         let mut sin = Vec::with_capacity(max_len * half);
         for p in 0..max_len {
@@ -54,11 +75,19 @@ impl RotaryEmbedding {
     }
 
     /// q, k: `[1, heads, T, head_dim]`, positions `offset..offset + T`.
-    fn apply(&self, q: &Tensor, k: &Tensor, offset: usize) -> candle_core::Result<(Tensor, Tensor)> {
+    fn apply(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        offset: usize,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
         let t = q.dim(2)?;
         let cos = self.cos.narrow(0, offset, t)?;
         let sin = self.sin.narrow(0, offset, t)?;
-        Ok((candle_nn::rotary_emb::rope(q, &cos, &sin)?, candle_nn::rotary_emb::rope(k, &cos, &sin)?))
+        Ok((
+            candle_nn::rotary_emb::rope(q, &cos, &sin)?,
+            candle_nn::rotary_emb::rope(k, &cos, &sin)?,
+        ))
     }
 }
 
@@ -98,9 +127,24 @@ impl SelfAttention {
     ) -> candle_core::Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let shape = |n| (b, t, n, self.head_dim);
-        let q = self.q_proj.forward(x)?.reshape(shape(self.heads))?.transpose(1, 2)?.contiguous()?;
-        let k = self.k_proj.forward(x)?.reshape(shape(self.kv_heads))?.transpose(1, 2)?.contiguous()?;
-        let v = self.v_proj.forward(x)?.reshape(shape(self.kv_heads))?.transpose(1, 2)?.contiguous()?;
+        let q = self
+            .q_proj
+            .forward(x)?
+            .reshape(shape(self.heads))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let k = self
+            .k_proj
+            .forward(x)?
+            .reshape(shape(self.kv_heads))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let v = self
+            .v_proj
+            .forward(x)?
+            .reshape(shape(self.kv_heads))?
+            .transpose(1, 2)?
+            .contiguous()?;
         let (q, k) = rope.apply(&q, &k, offset)?;
         let (k, v) = self.cache.append(&k, &v)?;
         let rep = self.heads / self.kv_heads;
@@ -113,8 +157,12 @@ impl SelfAttention {
             None => scores,
         };
         // softmax in f32 whatever the weights' dtype
-        let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(v.dtype())?;
-        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, self.heads * self.head_dim))?;
+        let probs =
+            candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(v.dtype())?;
+        let out = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b, t, self.heads * self.head_dim))?;
         self.o_proj.forward(&out)
     }
 }
@@ -147,30 +195,94 @@ const MAX_CONTEXT: usize = 8192;
 impl Qwen2 {
     /// `prefix`: `model.` (Apple) or `model.language_model.` (HF); `lm_head` sits at the top level in
     /// both layouts. With tied embeddings and no `lm_head.weight` the embedding matrix is reused.
-    pub fn load(ck: &Checkpoint, prefix: &str, cfg: &TextConfig, dtype: DType) -> Result<Self, ModelError> {
+    pub fn load(
+        ck: &Checkpoint,
+        prefix: &str,
+        cfg: &TextConfig,
+        dtype: DType,
+    ) -> Result<Self, ModelError> {
         let (h, hd) = (cfg.hidden_size, cfg.head_dim);
-        let embed = ck.get(&format!("{prefix}embed_tokens.weight"), &[cfg.vocab_size, h], dtype)?;
+        let embed = ck.get(
+            &format!("{prefix}embed_tokens.weight"),
+            &[cfg.vocab_size, h],
+            dtype,
+        )?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for l in 0..cfg.num_hidden_layers {
             let p = format!("{prefix}layers.{l}");
             let a = format!("{p}.self_attn");
             layers.push(DecoderLayer {
                 self_attn: SelfAttention {
-                    q_proj: linear(ck, &format!("{a}.q_proj"), h, cfg.num_attention_heads * hd, true, dtype)?,
-                    k_proj: linear(ck, &format!("{a}.k_proj"), h, cfg.num_key_value_heads * hd, true, dtype)?,
-                    v_proj: linear(ck, &format!("{a}.v_proj"), h, cfg.num_key_value_heads * hd, true, dtype)?,
-                    o_proj: linear(ck, &format!("{a}.o_proj"), cfg.num_attention_heads * hd, h, false, dtype)?,
+                    q_proj: linear(
+                        ck,
+                        &format!("{a}.q_proj"),
+                        h,
+                        cfg.num_attention_heads * hd,
+                        true,
+                        dtype,
+                    )?,
+                    k_proj: linear(
+                        ck,
+                        &format!("{a}.k_proj"),
+                        h,
+                        cfg.num_key_value_heads * hd,
+                        true,
+                        dtype,
+                    )?,
+                    v_proj: linear(
+                        ck,
+                        &format!("{a}.v_proj"),
+                        h,
+                        cfg.num_key_value_heads * hd,
+                        true,
+                        dtype,
+                    )?,
+                    o_proj: linear(
+                        ck,
+                        &format!("{a}.o_proj"),
+                        cfg.num_attention_heads * hd,
+                        h,
+                        false,
+                        dtype,
+                    )?,
                     heads: cfg.num_attention_heads,
                     kv_heads: cfg.num_key_value_heads,
                     head_dim: hd,
                     cache: KvCache::new(2, 512),
                 },
                 mlp: Mlp {
-                    gate_proj: linear(ck, &format!("{p}.mlp.gate_proj"), h, cfg.intermediate_size, false, dtype)?,
-                    up_proj: linear(ck, &format!("{p}.mlp.up_proj"), h, cfg.intermediate_size, false, dtype)?,
-                    down_proj: linear(ck, &format!("{p}.mlp.down_proj"), cfg.intermediate_size, h, false, dtype)?,
+                    gate_proj: linear(
+                        ck,
+                        &format!("{p}.mlp.gate_proj"),
+                        h,
+                        cfg.intermediate_size,
+                        false,
+                        dtype,
+                    )?,
+                    up_proj: linear(
+                        ck,
+                        &format!("{p}.mlp.up_proj"),
+                        h,
+                        cfg.intermediate_size,
+                        false,
+                        dtype,
+                    )?,
+                    down_proj: linear(
+                        ck,
+                        &format!("{p}.mlp.down_proj"),
+                        cfg.intermediate_size,
+                        h,
+                        false,
+                        dtype,
+                    )?,
                 },
-                input_layernorm: rms_norm(ck, &format!("{p}.input_layernorm"), h, cfg.rms_norm_eps, dtype)?,
+                input_layernorm: rms_norm(
+                    ck,
+                    &format!("{p}.input_layernorm"),
+                    h,
+                    cfg.rms_norm_eps,
+                    dtype,
+                )?,
                 post_attention_layernorm: rms_norm(
                     ck,
                     &format!("{p}.post_attention_layernorm"),
@@ -187,7 +299,16 @@ impl Qwen2 {
             Linear::new(embed.clone(), None)
         };
         let rope = RotaryEmbedding::new(cfg, cfg.max_position_embeddings.min(MAX_CONTEXT), dtype)?;
-        Ok(Self { embed_tokens: Embedding::new(embed, h), layers, norm, lm_head, rope, dtype, hidden: h, offset: 0 })
+        Ok(Self {
+            embed_tokens: Embedding::new(embed, h),
+            layers,
+            norm,
+            lm_head,
+            rope,
+            dtype,
+            hidden: h,
+            offset: 0,
+        })
     }
 
     pub fn dtype(&self) -> DType {
@@ -241,7 +362,15 @@ impl Qwen2 {
         }
         let mask = if t > 1 {
             let m: Vec<f32> = (0..t)
-                .flat_map(|i| (0..offset + t).map(move |j| if j > offset + i { f32::NEG_INFINITY } else { 0.0 }))
+                .flat_map(|i| {
+                    (0..offset + t).map(move |j| {
+                        if j > offset + i {
+                            f32::NEG_INFINITY
+                        } else {
+                            0.0
+                        }
+                    })
+                })
                 .collect();
             Some(Tensor::from_vec(m, (1, 1, t, offset + t), &Device::Cpu)?.to_dtype(self.dtype)?)
         } else {
@@ -252,7 +381,12 @@ impl Qwen2 {
         let n = self.layers.len();
         for (i, l) in self.layers.iter_mut().enumerate() {
             let r = x.clone();
-            let y = l.self_attn.forward(&l.input_layernorm.forward(&x)?, &self.rope, offset, mask.as_ref())?;
+            let y = l.self_attn.forward(
+                &l.input_layernorm.forward(&x)?,
+                &self.rope,
+                offset,
+                mask.as_ref(),
+            )?;
             let x1 = (r + y)?;
             let y = l.mlp.forward(&l.post_attention_layernorm.forward(&x1)?)?;
             x = (x1 + y)?;
@@ -273,7 +407,10 @@ impl Qwen2 {
 
     /// Logits `[N, vocab]` (f32) of hidden states `[1, N, H]`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor, ModelError> {
-        Ok(self.lm_head.forward(&hidden.squeeze(0)?)?.to_dtype(DType::F32)?)
+        Ok(self
+            .lm_head
+            .forward(&hidden.squeeze(0)?)?
+            .to_dtype(DType::F32)?)
     }
 
     /// Logits of the last position only: `[vocab]` (f32).

@@ -27,7 +27,10 @@ pub struct TextTokenizer {
 }
 
 fn tok_err(path: &Path, msg: impl std::fmt::Display) -> ModelError {
-    ModelError::Tokenizer { path: path.to_path_buf(), msg: msg.to_string() }
+    ModelError::Tokenizer {
+        path: path.to_path_buf(),
+        msg: msg.to_string(),
+    }
 }
 
 impl TextTokenizer {
@@ -41,7 +44,10 @@ impl TextTokenizer {
         let fast = dir.join("tokenizer.json");
         if fast.exists() {
             let inner = Tokenizer::from_file(&fast).map_err(|e| tok_err(&fast, e))?;
-            return Ok(Self { inner, source: fast });
+            return Ok(Self {
+                inner,
+                source: fast,
+            });
         }
         Self::from_slow_files(dir)
     }
@@ -50,7 +56,10 @@ impl TextTokenizer {
     pub fn from_slow_files(dir: &Path) -> Result<Self, ModelError> {
         let vocab = dir.join("vocab.json");
         let merges = dir.join("merges.txt");
-        for (p, what) in [(&vocab, "the tokenizer vocabulary"), (&merges, "the tokenizer merges")] {
+        for (p, what) in [
+            (&vocab, "the tokenizer vocabulary"),
+            (&merges, "the tokenizer merges"),
+        ] {
             if !p.exists() {
                 return Err(ModelError::MissingFile {
                     path: p.clone(),
@@ -64,9 +73,16 @@ impl TextTokenizer {
             .map_err(|e| tok_err(&vocab, e))?;
         let mut inner = Tokenizer::new(bpe);
         inner.with_normalizer(Some(NFC));
-        let split = Split::new(SplitPattern::Regex(QWEN2_SPLIT.into()), SplitDelimiterBehavior::Isolated, false)
-            .map_err(|e| tok_err(&vocab, e))?;
-        inner.with_pre_tokenizer(Some(Sequence::new(vec![split.into(), ByteLevel::new(false, false, false).into()])));
+        let split = Split::new(
+            SplitPattern::Regex(QWEN2_SPLIT.into()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(|e| tok_err(&vocab, e))?;
+        inner.with_pre_tokenizer(Some(Sequence::new(vec![
+            split.into(),
+            ByteLevel::new(false, false, false).into(),
+        ])));
         inner.with_decoder(Some(ByteLevel::new(false, false, false)));
 
         // Special tokens: added_tokens.json (content → id) and tokenizer_config.json's
@@ -76,7 +92,9 @@ impl TextTokenizer {
         if added.exists() {
             let v = read_json(&added)?;
             for (content, id) in v.as_object().into_iter().flatten() {
-                let id = id.as_u64().ok_or_else(|| tok_err(&added, format!("id of `{content}` is not an integer")))?;
+                let id = id.as_u64().ok_or_else(|| {
+                    tok_err(&added, format!("id of `{content}` is not an integer"))
+                })?;
                 specials.insert(id as u32, content.clone());
             }
         }
@@ -85,7 +103,12 @@ impl TextTokenizer {
             let v = read_json(&cfg)?;
             if let Some(dec) = v.get("added_tokens_decoder").and_then(|d| d.as_object()) {
                 for (id, t) in dec {
-                    let id: u32 = id.parse().map_err(|_| tok_err(&cfg, format!("added_tokens_decoder key `{id}` is not an id")))?;
+                    let id: u32 = id.parse().map_err(|_| {
+                        tok_err(
+                            &cfg,
+                            format!("added_tokens_decoder key `{id}` is not an id"),
+                        )
+                    })?;
                     if let Some(c) = t.get("content").and_then(|c| c.as_str()) {
                         specials.insert(id, c.to_string());
                     }
@@ -106,17 +129,27 @@ impl TextTokenizer {
                 }
             }
         }
-        Ok(Self { inner, source: vocab })
+        Ok(Self {
+            inner,
+            source: vocab,
+        })
     }
 
     /// Encodes plain text (special tokens written in the text, like `<|im_start|>`, become their ids).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
-        Ok(self.inner.encode(text, false).map_err(|e| tok_err(&self.source, e))?.get_ids().to_vec())
+        Ok(self
+            .inner
+            .encode(text, false)
+            .map_err(|e| tok_err(&self.source, e))?
+            .get_ids()
+            .to_vec())
     }
 
     /// Decodes ids to text (special tokens skipped).
     pub fn decode(&self, ids: &[u32]) -> Result<String, ModelError> {
-        self.inner.decode(ids, true).map_err(|e| tok_err(&self.source, e))
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| tok_err(&self.source, e))
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
@@ -139,14 +172,21 @@ pub struct TokenStream<'a> {
 
 impl<'a> TokenStream<'a> {
     pub fn new(tok: &'a TextTokenizer) -> Self {
-        Self { tok, ids: vec![], emitted: 0 }
+        Self {
+            tok,
+            ids: vec![],
+            emitted: 0,
+        }
     }
 
     /// Adds one id; returns newly completed text, if any.
     pub fn push(&mut self, id: u32) -> Result<Option<String>, ModelError> {
         self.ids.push(id);
         let text = self.tok.decode(&self.ids)?;
-        if text.len() > self.emitted && !text.ends_with('\u{fffd}') && text.is_char_boundary(self.emitted) {
+        if text.len() > self.emitted
+            && !text.ends_with('\u{fffd}')
+            && text.is_char_boundary(self.emitted)
+        {
             let new = text[self.emitted..].to_string();
             self.emitted = text.len();
             Ok(Some(new))

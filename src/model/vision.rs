@@ -74,7 +74,10 @@ impl VisionNames {
     }
 
     fn net(&self, stage: usize, piece: &str) -> usize {
-        self.network.iter().position(|&(s, p)| s == stage && p == piece).expect("stage piece exists")
+        self.network
+            .iter()
+            .position(|&(s, p)| s == stage && p == piece)
+            .expect("stage piece exists")
     }
 
     pub fn stem(&self, i: usize) -> String {
@@ -88,16 +91,31 @@ impl VisionNames {
     pub fn downsample(&self, stage: usize, j: usize) -> String {
         match self.layout {
             Layout::Apple => {
-                let leaf = if j == 0 { "lkb_reparam" } else { "reparam_conv" };
-                format!("{}network.{}.proj.{j}.{leaf}", self.prefix(), self.net(stage, "downsample"))
+                let leaf = if j == 0 {
+                    "lkb_reparam"
+                } else {
+                    "reparam_conv"
+                };
+                format!(
+                    "{}network.{}.proj.{j}.{leaf}",
+                    self.prefix(),
+                    self.net(stage, "downsample")
+                )
             }
-            Layout::Hf => format!("{}stages.{stage}.downsample.proj.{j}.reparam_conv", self.prefix()),
+            Layout::Hf => format!(
+                "{}stages.{stage}.downsample.proj.{j}.reparam_conv",
+                self.prefix()
+            ),
         }
     }
 
     pub fn pos_emb(&self, stage: usize) -> String {
         match self.layout {
-            Layout::Apple => format!("{}network.{}.reparam_conv", self.prefix(), self.net(stage, "pos_emb")),
+            Layout::Apple => format!(
+                "{}network.{}.reparam_conv",
+                self.prefix(),
+                self.net(stage, "pos_emb")
+            ),
             Layout::Hf => format!("{}stages.{stage}.pos_emb.reparam_conv", self.prefix()),
         }
     }
@@ -187,7 +205,11 @@ impl Conv2d {
         bias: bool,
     ) -> Result<Self, ModelError> {
         let weight = ck.get_f32(&format!("{name}.weight"), &[c_out, c_in / groups, k, k])?;
-        let bias = if bias { Some(ck.get_f32(&format!("{name}.bias"), &[c_out])?) } else { None };
+        let bias = if bias {
+            Some(ck.get_f32(&format!("{name}.bias"), &[c_out])?)
+        } else {
+            None
+        };
         let kind = if groups == 1 && k == 1 {
             ConvKind::Pointwise
         } else if groups == 1 {
@@ -199,14 +221,24 @@ impl Conv2d {
                 "{name}: unsupported convolution grouping ({c_in} → {c_out}, groups {groups})"
             )));
         };
-        Ok(Self { weight, bias, c_in, c_out, k, stride, kind })
+        Ok(Self {
+            weight,
+            bias,
+            c_in,
+            c_out,
+            k,
+            stride,
+            kind,
+        })
     }
 
     /// Folds an eval-mode BatchNorm that follows this conv into its weights and bias.
     fn fold_batch_norm(&mut self, scale: &[f32], shift: &[f32]) {
         let per_out = self.weight.len() / self.c_out;
         for o in 0..self.c_out {
-            self.weight[o * per_out..(o + 1) * per_out].iter_mut().for_each(|w| *w *= scale[o]);
+            self.weight[o * per_out..(o + 1) * per_out]
+                .iter_mut()
+                .for_each(|w| *w *= scale[o]);
         }
         let b = self.bias.get_or_insert_with(|| vec![0.0; self.c_out]);
         for o in 0..self.c_out {
@@ -219,17 +251,36 @@ impl Conv2d {
         let bias = self.bias.as_deref();
         match self.kind {
             ConvKind::Pointwise => {
-                let data = kernels::conv_pointwise(&x.data, x.c, x.hw(), &self.weight, bias, self.c_out);
+                let data =
+                    kernels::conv_pointwise(&x.data, x.c, x.hw(), &self.weight, bias, self.c_out);
                 FeatureMap::new(self.c_out, x.h, x.w, data)
             }
             ConvKind::Dense => {
-                let (data, h, w) =
-                    kernels::conv_dense(&x.data, x.c, x.h, x.w, &self.weight, bias, self.c_out, self.k, self.stride);
+                let (data, h, w) = kernels::conv_dense(
+                    &x.data,
+                    x.c,
+                    x.h,
+                    x.w,
+                    &self.weight,
+                    bias,
+                    self.c_out,
+                    self.k,
+                    self.stride,
+                );
                 FeatureMap::new(self.c_out, h, w, data)
             }
             ConvKind::Depthwise { mult } => {
-                let (data, h, w) =
-                    kernels::conv_depthwise(&x.data, x.c, x.h, x.w, &self.weight, bias, self.k, self.stride, mult);
+                let (data, h, w) = kernels::conv_depthwise(
+                    &x.data,
+                    x.c,
+                    x.h,
+                    x.w,
+                    &self.weight,
+                    bias,
+                    self.k,
+                    self.stride,
+                    mult,
+                );
                 FeatureMap::new(self.c_out, h, w, data)
             }
         }
@@ -268,7 +319,11 @@ pub struct SqueezeExcite {
 impl SqueezeExcite {
     pub fn forward_inplace(&self, x: &mut FeatureMap) {
         let hw = x.hw();
-        let mean: Vec<f32> = x.data.chunks(hw).map(|row| row.iter().sum::<f32>() / hw as f32).collect();
+        let mean: Vec<f32> = x
+            .data
+            .chunks(hw)
+            .map(|row| row.iter().sum::<f32>() / hw as f32)
+            .collect();
         let mut mid = self.reduce_b.clone();
         kernels::matmul(&self.reduce_w, &mean, &mut mid, self.r, self.c, 1, true);
         mid.iter_mut().for_each(|v| *v = v.max(0.0));
@@ -303,14 +358,23 @@ pub struct ConvMlp {
 }
 
 impl ConvMlp {
-    fn load(ck: &Checkpoint, name: &str, c: usize, hidden: usize, k: usize, eps: f64) -> Result<Self, ModelError> {
+    fn load(
+        ck: &Checkpoint,
+        name: &str,
+        c: usize,
+        hidden: usize,
+        k: usize,
+        eps: f64,
+    ) -> Result<Self, ModelError> {
         let mut conv = Conv2d::load(ck, &format!("{name}.conv.conv"), c, c, k, 1, c, false)?;
         let bn = format!("{name}.conv.bn");
         let w = ck.get_f32(&format!("{bn}.weight"), &[c])?;
         let b = ck.get_f32(&format!("{bn}.bias"), &[c])?;
         let mean = ck.get_f32(&format!("{bn}.running_mean"), &[c])?;
         let var = ck.get_f32(&format!("{bn}.running_var"), &[c])?;
-        let scale: Vec<f32> = (0..c).map(|i| (w[i] as f64 / (var[i] as f64 + eps).sqrt()) as f32).collect();
+        let scale: Vec<f32> = (0..c)
+            .map(|i| (w[i] as f64 / (var[i] as f64 + eps).sqrt()) as f32)
+            .collect();
         let shift: Vec<f32> = (0..c).map(|i| b[i] - mean[i] * scale[i]).collect();
         conv.fold_batch_norm(&scale, &shift);
         Ok(Self {
@@ -354,9 +418,15 @@ impl LayerNorm2d {
         mean.iter_mut().for_each(|m| *m /= c as f32);
         let mut var = vec![0f32; hw];
         for row in x.data.chunks(hw) {
-            var.iter_mut().zip(row).zip(&mean).for_each(|((s, v), m)| *s += (v - m) * (v - m));
+            var.iter_mut()
+                .zip(row)
+                .zip(&mean)
+                .for_each(|((s, v), m)| *s += (v - m) * (v - m));
         }
-        let inv: Vec<f32> = var.iter().map(|s| 1.0 / (s / c as f32 + self.eps).sqrt()).collect();
+        let inv: Vec<f32> = var
+            .iter()
+            .map(|s| 1.0 / (s / c as f32 + self.eps).sqrt())
+            .collect();
         let mut out = vec![0f32; c * hw];
         for (ch, (o, row)) in out.chunks_mut(hw).zip(x.data.chunks(hw)).enumerate() {
             let (g, b) = (self.weight[ch], self.bias[ch]);
@@ -392,11 +462,31 @@ impl Attention {
             let k = &qkv[(c + h * d) * n..(c + (h + 1) * d) * n];
             let v = &qkv[(2 * c + h * d) * n..(2 * c + (h + 1) * d) * n];
             // scores[N, N] = qᵀ[N, d] · k[d, N]
-            kernels::matmul_strided(q, (1, n as isize), k, (n as isize, 1), &mut scores, n, d, n, false);
+            kernels::matmul_strided(
+                q,
+                (1, n as isize),
+                k,
+                (n as isize, 1),
+                &mut scores,
+                n,
+                d,
+                n,
+                false,
+            );
             softmax_rows_inplace(&mut scores, n, scale);
             // out_h[d, N] = v[d, N] · scoresᵀ[N, N]
             let out = &mut attn[h * d * n..(h + 1) * d * n];
-            kernels::matmul_strided(v, (n as isize, 1), &scores, (1, n as isize), out, d, n, n, false);
+            kernels::matmul_strided(
+                v,
+                (n as isize, 1),
+                &scores,
+                (1, n as isize),
+                out,
+                d,
+                n,
+                n,
+                false,
+            );
         }
         let data = kernels::conv_pointwise(&attn, c, n, &self.proj, Some(&self.proj_bias), c);
         FeatureMap::new(c, x.h, x.w, data)
@@ -473,7 +563,10 @@ pub struct FastViTHD {
 }
 
 fn mob(conv: Conv2d) -> MobileOneBlock {
-    MobileOneBlock { reparam_conv: conv, se: None }
+    MobileOneBlock {
+        reparam_conv: conv,
+        se: None,
+    }
 }
 
 impl FastViTHD {
@@ -493,14 +586,34 @@ impl FastViTHD {
             let downsample = if s > 0 {
                 let cp = cfg.embed_dims[s - 1];
                 Some(PatchEmbed {
-                    large_kernel: mob(Conv2d::load(ck, &names.downsample(s, 0), cp, c, lk, 2, cp, true)?),
-                    pointwise: mob(Conv2d::load(ck, &names.downsample(s, 1), c, c, 1, 1, 1, true)?),
+                    large_kernel: mob(Conv2d::load(
+                        ck,
+                        &names.downsample(s, 0),
+                        cp,
+                        c,
+                        lk,
+                        2,
+                        cp,
+                        true,
+                    )?),
+                    pointwise: mob(Conv2d::load(
+                        ck,
+                        &names.downsample(s, 1),
+                        c,
+                        c,
+                        1,
+                        1,
+                        1,
+                        true,
+                    )?),
                 })
             } else {
                 None
             };
             let pos_emb = if cfg.pos_embs[s] {
-                Some(RepCpe { reparam_conv: Conv2d::load(ck, &names.pos_emb(s), c, c, lk, 1, c, true)? })
+                Some(RepCpe {
+                    reparam_conv: Conv2d::load(ck, &names.pos_emb(s), c, c, lk, 1, c, true)?,
+                })
             } else {
                 None
             };
@@ -532,7 +645,8 @@ impl FastViTHD {
                             eps: cfg.norm_eps as f32,
                         },
                         token_mixer: Attention {
-                            qkv: ck.get_f32(&format!("{bn}.token_mixer.qkv.weight"), &[3 * c, c])?,
+                            qkv: ck
+                                .get_f32(&format!("{bn}.token_mixer.qkv.weight"), &[3 * c, c])?,
                             proj: ck.get_f32(&format!("{bn}.token_mixer.proj.weight"), &[c, c])?,
                             proj_bias: ck.get_f32(&format!("{bn}.token_mixer.proj.bias"), &[c])?,
                             c,
@@ -544,13 +658,29 @@ impl FastViTHD {
                     }),
                 });
             }
-            stages.push(FastVitStage { downsample, pos_emb, blocks });
+            stages.push(FastVitStage {
+                downsample,
+                pos_emb,
+                blocks,
+            });
         }
-        let last = *cfg.embed_dims.last().expect("validated: at least one stage");
+        let last = *cfg
+            .embed_dims
+            .last()
+            .expect("validated: at least one stage");
         let (oc, r) = (cfg.out_channels, cfg.se_channels);
         let fc = names.final_conv();
         let final_conv = MobileOneBlock {
-            reparam_conv: Conv2d::load(ck, &format!("{fc}.reparam_conv"), last, oc, 3, 1, last, true)?,
+            reparam_conv: Conv2d::load(
+                ck,
+                &format!("{fc}.reparam_conv"),
+                last,
+                oc,
+                3,
+                1,
+                last,
+                true,
+            )?,
             se: Some(SqueezeExcite {
                 reduce_w: ck.get_f32(&format!("{}.weight", names.se("reduce")), &[r, oc, 1, 1])?,
                 reduce_b: ck.get_f32(&format!("{}.bias", names.se("reduce")), &[r])?,
@@ -563,7 +693,12 @@ impl FastViTHD {
         if let Some(h) = names.clip_head() {
             ck.ignore(&h);
         }
-        Ok(Self { cfg: cfg.clone(), stem, stages, final_conv })
+        Ok(Self {
+            cfg: cfg.clone(),
+            stem,
+            stages,
+            final_conv,
+        })
     }
 
     /// Runs the encoder on `pixels` (`[3, R, R]` in [0, 1]); returns `[out_channels, R/64, R/64]`.
@@ -580,7 +715,12 @@ impl FastViTHD {
         mut tap: impl FnMut(&str, &FeatureMap),
     ) -> Result<FeatureMap, ModelError> {
         let stride = self.cfg.stride();
-        if pixels.c != 3 || pixels.h % stride != 0 || pixels.w % stride != 0 || pixels.h == 0 || pixels.w == 0 {
+        if pixels.c != 3
+            || pixels.h % stride != 0
+            || pixels.w % stride != 0
+            || pixels.h == 0
+            || pixels.w == 0
+        {
             return Err(ModelError::Other(format!(
                 "the vision encoder takes [3, H, W] with H and W positive multiples of {stride}; got [{}, {}, {}]",
                 pixels.c, pixels.h, pixels.w

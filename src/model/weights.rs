@@ -27,18 +27,27 @@ impl Checkpoint {
     pub fn open(dir: &Path) -> Result<Self, ModelError> {
         let index_path = dir.join("model.safetensors.index.json");
         let single = dir.join("model.safetensors");
-        let (files, declared): (Vec<PathBuf>, Option<HashMap<String, String>>) = if index_path.exists() {
-            let text = std::fs::read_to_string(&index_path).map_err(|e| ModelError::MissingFile {
-                path: index_path.clone(),
-                what: "the shard index".into(),
-                source: Some(e),
-            })?;
-            let v: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| ModelError::Corrupt { path: index_path.clone(), msg: format!("not valid JSON: {e}") })?;
-            let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| ModelError::Corrupt {
-                path: index_path.clone(),
-                msg: "no `weight_map` object".into(),
-            })?;
+        let (files, declared): (Vec<PathBuf>, Option<HashMap<String, String>>) = if index_path
+            .exists()
+        {
+            let text =
+                std::fs::read_to_string(&index_path).map_err(|e| ModelError::MissingFile {
+                    path: index_path.clone(),
+                    what: "the shard index".into(),
+                    source: Some(e),
+                })?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| ModelError::Corrupt {
+                    path: index_path.clone(),
+                    msg: format!("not valid JSON: {e}"),
+                })?;
+            let map = v
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| ModelError::Corrupt {
+                    path: index_path.clone(),
+                    msg: "no `weight_map` object".into(),
+                })?;
             let mut declared = HashMap::new();
             let mut names = BTreeSet::new();
             for (k, f) in map {
@@ -49,7 +58,10 @@ impl Checkpoint {
                 names.insert(f.to_string());
                 declared.insert(k.clone(), f.to_string());
             }
-            (names.into_iter().map(|n| dir.join(n)).collect(), Some(declared))
+            (
+                names.into_iter().map(|n| dir.join(n)).collect(),
+                Some(declared),
+            )
         } else if single.exists() {
             (vec![single], None)
         } else {
@@ -72,8 +84,10 @@ impl Checkpoint {
             }
             // SAFETY: the file is mapped read-only; like every mmap-based loader we rely on nobody
             // truncating the checkpoint while it is in use.
-            let m = unsafe { MmapedSafetensors::new(f) }
-                .map_err(|e| ModelError::Corrupt { path: f.clone(), msg: format!("not a readable safetensors file: {e}") })?;
+            let m = unsafe { MmapedSafetensors::new(f) }.map_err(|e| ModelError::Corrupt {
+                path: f.clone(),
+                msg: format!("not a readable safetensors file: {e}"),
+            })?;
             for (name, _) in m.tensors() {
                 index.insert(name, i);
             }
@@ -92,7 +106,13 @@ impl Checkpoint {
                 }
             }
         }
-        Ok(Self { dir: dir.to_path_buf(), files, st, index, used: RefCell::new(BTreeSet::new()) })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            files,
+            st,
+            index,
+            used: RefCell::new(BTreeSet::new()),
+        })
     }
 
     /// The checkpoint directory.
@@ -108,19 +128,29 @@ impl Checkpoint {
     fn file_names(&self) -> String {
         self.files
             .iter()
-            .map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+            .map(|f| {
+                f.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
             .collect::<Vec<_>>()
             .join(", ")
     }
 
     /// Loads `name`, checks its shape, converts it to `dtype`.
     pub fn get(&self, name: &str, shape: &[usize], dtype: DType) -> Result<Tensor, ModelError> {
-        let &i = self.index.get(name).ok_or_else(|| ModelError::MissingTensor {
-            name: name.to_string(),
-            files: format!("{} in {}", self.file_names(), self.dir.display()),
-            expected: shape.to_vec(),
+        let &i = self
+            .index
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                name: name.to_string(),
+                files: format!("{} in {}", self.file_names(), self.dir.display()),
+                expected: shape.to_vec(),
+            })?;
+        let view = self.st[i].get(name).map_err(|e| ModelError::Corrupt {
+            path: self.files[i].clone(),
+            msg: e.to_string(),
         })?;
-        let view = self.st[i].get(name).map_err(|e| ModelError::Corrupt { path: self.files[i].clone(), msg: e.to_string() })?;
         if view.shape() != shape {
             return Err(ModelError::ShapeMismatch {
                 name: name.to_string(),
@@ -129,16 +159,24 @@ impl Checkpoint {
                 got: view.shape().to_vec(),
             });
         }
-        let t = view
-            .load(&Device::Cpu)
-            .map_err(|e| ModelError::Corrupt { path: self.files[i].clone(), msg: format!("tensor `{name}`: {e}") })?;
+        let t = view.load(&Device::Cpu).map_err(|e| ModelError::Corrupt {
+            path: self.files[i].clone(),
+            msg: format!("tensor `{name}`: {e}"),
+        })?;
         self.used.borrow_mut().insert(name.to_string());
-        Ok(if t.dtype() == dtype { t } else { t.to_dtype(dtype)? })
+        Ok(if t.dtype() == dtype {
+            t
+        } else {
+            t.to_dtype(dtype)?
+        })
     }
 
     /// Loads `name` as a flat `f32` vector (row-major), checking its shape.
     pub fn get_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
-        Ok(self.get(name, shape, DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+        Ok(self
+            .get(name, shape, DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
     }
 
     /// Marks tensors as deliberately unused (for example Apple's MobileCLIP `head.proj`).

@@ -27,16 +27,26 @@ pub fn golden(file: &str) -> HashMap<String, Tensor> {
 
 pub fn load_image(rel_to_goldens: &str) -> image::RgbImage {
     let p = fixtures().join("goldens").join(rel_to_goldens);
-    image::open(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).to_rgb8()
+    image::open(&p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .to_rgb8()
 }
 
 pub fn flat(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
 }
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// max |a − b| / max |b|.
@@ -53,7 +63,11 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
 }
 
 pub fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 /// Copies a fixture checkpoint into a temporary directory that a test may then break.
@@ -62,7 +76,9 @@ pub fn copy_model(layout: &str) -> tempfile::TempDir {
     for e in std::fs::read_dir(model_dir(layout)).unwrap() {
         let e = e.unwrap();
         std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
-        let mut perm = std::fs::metadata(dir.path().join(e.file_name())).unwrap().permissions();
+        let mut perm = std::fs::metadata(dir.path().join(e.file_name()))
+            .unwrap()
+            .permissions();
         #[allow(clippy::permissions_set_readonly_false)]
         perm.set_readonly(false);
         std::fs::set_permissions(dir.path().join(e.file_name()), perm).unwrap();

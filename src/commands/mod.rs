@@ -1,0 +1,5 @@
+//! One module per subcommand: its clap arguments and its `run` function.
+
+pub mod describe;
+pub mod embed;
+pub mod model_args;
