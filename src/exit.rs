@@ -17,13 +17,20 @@ pub const MODEL_UNAVAILABLE: u8 = 69;
 pub const CONFIG: u8 = 78;
 
 /// An error that carries the exit code the process should end with.
-#[derive(Debug, thiserror::Error)]
-#[error("{source:#}")]
+/// Its message is the whole chain of the wrapped error (so `{:#}` prints each cause once).
+#[derive(Debug)]
 pub struct Exit {
     pub code: u8,
-    #[source]
     pub source: anyhow::Error,
 }
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.source)
+    }
+}
+
+impl std::error::Error for Exit {}
 
 impl Exit {
     pub fn new(code: u8, source: impl Into<anyhow::Error>) -> Self {

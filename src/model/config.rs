@@ -320,7 +320,7 @@ impl FastVlmConfig {
         let text = std::fs::read_to_string(&path).map_err(|e| ModelError::MissingFile {
             path: path.clone(),
             what: "the model configuration".into(),
-            source: Some(e),
+            cause: Some(e),
         })?;
         let v: Value =
             serde_json::from_str(&text).map_err(|e| bad(&path, format!("not valid JSON: {e}")))?;

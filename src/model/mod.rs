@@ -196,8 +196,8 @@ impl FastVlm {
         if !dir.is_dir() {
             return Err(ModelError::MissingFile {
                 path: dir.to_path_buf(),
-                what: "model directory".into(),
-                source: Some(std::io::Error::from(std::io::ErrorKind::NotFound)),
+                what: "model directory (not found, or not a directory)".into(),
+                cause: None,
             });
         }
         let config = FastVlmConfig::from_dir(dir)?;
@@ -245,7 +245,7 @@ impl FastVlm {
                 path: self.dir.join("tokenizer.json"),
                 what: "tokenizer (tokenizer.json, or vocab.json + merges.txt as Apple ships them)"
                     .into(),
-                source: None,
+                cause: None,
             })
     }
 

@@ -64,7 +64,7 @@ impl TextTokenizer {
                 return Err(ModelError::MissingFile {
                     path: p.clone(),
                     what: format!("{what} (or a tokenizer.json)"),
-                    source: None,
+                    cause: None,
                 });
             }
         }

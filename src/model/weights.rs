@@ -34,7 +34,7 @@ impl Checkpoint {
                 std::fs::read_to_string(&index_path).map_err(|e| ModelError::MissingFile {
                     path: index_path.clone(),
                     what: "the shard index".into(),
-                    source: Some(e),
+                    cause: Some(e),
                 })?;
             let v: serde_json::Value =
                 serde_json::from_str(&text).map_err(|e| ModelError::Corrupt {
@@ -69,7 +69,7 @@ impl Checkpoint {
                 path: single,
                 what: "the model weights (model.safetensors, or model.safetensors.index.json with its shards)"
                     .into(),
-                source: None,
+                cause: None,
             });
         };
         let mut st = Vec::with_capacity(files.len());
@@ -79,7 +79,7 @@ impl Checkpoint {
                 return Err(ModelError::MissingFile {
                     path: f.clone(),
                     what: "a weight shard listed in model.safetensors.index.json".into(),
-                    source: None,
+                    cause: None,
                 });
             }
             // SAFETY: the file is mapped read-only; like every mmap-based loader we rely on nobody
