@@ -38,11 +38,11 @@ use weights::Checkpoint;
 /// and what was expected.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("{}: missing {what}{}", path.display(), source.as_ref().map(|e| format!(" ({e})")).unwrap_or_default())]
+    #[error("{}: missing {what}{}", path.display(), cause.as_ref().map(|e| format!(" ({e})")).unwrap_or_default())]
     MissingFile {
         path: PathBuf,
         what: String,
-        source: Option<std::io::Error>,
+        cause: Option<std::io::Error>,
     },
     #[error("{}: {msg}", path.display())]
     Config { path: PathBuf, msg: String },
