@@ -27,6 +27,13 @@ pub enum Command {
     Describe(commands::describe::Args),
     /// Write an image's features, projector output and scene embedding to a safetensors file.
     Embed(commands::embed::Args),
+    /// Run the narration daemon: watch the camera, say when the scene changes, describe in detail
+    /// on a hotkey, SIGUSR1 or `scenesay ctl describe`.
+    Run(commands::run::Args),
+    /// Control the running daemon: describe, ask, repeat, pause, resume, status, stop.
+    Ctl(commands::ctl::Args),
+    /// Check the configuration, model, camera, speech, hotkey and socket; say what to fix.
+    Check(commands::check::Args),
 }
 
 impl Command {
@@ -34,6 +41,9 @@ impl Command {
         match self {
             Command::Describe(a) => commands::describe::run(a),
             Command::Embed(a) => commands::embed::run(a),
+            Command::Run(a) => commands::run::run(a),
+            Command::Ctl(a) => commands::ctl::run(a),
+            Command::Check(a) => commands::check::run(a),
         }
     }
 }

@@ -1,0 +1,136 @@
+//! `scenesay ctl`: talk to the running daemon over its control socket.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::control::client::{self, ClientError};
+use crate::control::protocol::{Request, Response, StatusReport};
+use crate::exit::{self, WithExit};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Configuration file to read the socket path from (same search as `scenesay run`).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Control socket, instead of the configuration's (default $XDG_RUNTIME_DIR/scenesay.sock).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Seconds to wait for the answer (a detailed description can take a while on a slow CPU).
+    #[arg(long, default_value_t = 120.0, value_name = "S")]
+    pub timeout: f64,
+
+    /// Print the daemon's JSON reply as it is.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub action: Action,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Action {
+    /// Describe what the camera sees now, in detail (interrupts the narration); prints the text.
+    Describe {
+        /// Return at once instead of waiting for the description (it is still spoken).
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Ask a question about what the camera sees now; prints the answer.
+    Ask {
+        /// The question, e.g. "What colour is the mug?"
+        #[arg(required = true, num_args = 1..)]
+        question: Vec<String>,
+        /// Return at once instead of waiting for the answer (it is still spoken).
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Say the last narration again.
+    Repeat,
+    /// Pause scene narration (describe and ask still work).
+    Pause,
+    /// Resume scene narration.
+    Resume,
+    /// Show uptime, frame counters, the last narration and recent latencies.
+    Status,
+    /// Stop the daemon.
+    Stop,
+}
+
+fn socket_path(a: &Args) -> anyhow::Result<PathBuf> {
+    if let Some(s) = &a.socket {
+        return Ok(s.clone());
+    }
+    let (config, _) = super::run::load_config(a.config.as_deref())?;
+    Ok(config.socket_path())
+}
+
+pub fn run(a: Args) -> anyhow::Result<u8> {
+    if !(a.timeout > 0.0 && a.timeout.is_finite()) {
+        return Err(anyhow::anyhow!("--timeout must be a positive number of seconds"))
+            .exit_code(exit::USAGE);
+    }
+    let path = socket_path(&a)?;
+    let req = match &a.action {
+        Action::Describe { no_wait } => Request::Describe { wait: !no_wait },
+        Action::Ask { question, no_wait } => Request::Ask {
+            question: question.join(" "),
+            wait: !no_wait,
+        },
+        Action::Repeat => Request::Repeat {},
+        Action::Pause => Request::Pause {},
+        Action::Resume => Request::Resume {},
+        Action::Status => Request::Status {},
+        Action::Stop => Request::Stop {},
+    };
+    let timeout = Duration::from_secs_f64(a.timeout);
+    let resp = match client::request(&path, &req, timeout) {
+        Ok(r) => r,
+        Err(e @ (ClientError::NotRunning { .. } | ClientError::Timeout(_))) => {
+            return Err(e).exit_code(exit::NOT_RUNNING)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string(&resp)?);
+        return Ok(match resp {
+            Response::Error { .. } => exit::FAILURE,
+            _ => exit::OK,
+        });
+    }
+    match resp {
+        Response::Accepted { message } => println!("{message}"),
+        Response::Narration { text, .. } => println!("{text}"),
+        Response::Status(s) => print_status(&s),
+        Response::Error { code, message } => {
+            eprintln!("error: {message} ({})", serde_json::to_string(&code)?.trim_matches('"'));
+            return Ok(exit::FAILURE);
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn print_status(s: &StatusReport) {
+    println!("scenesay {}: {}", s.version, s.state);
+    println!("  up for       {:.0} s", s.uptime_s);
+    println!("  source       {} ({})", s.source, s.source_state);
+    println!("  speech       {}", s.speech_backend);
+    println!(
+        "  frames       {} captured, {} watched, {} described, {} dropped",
+        s.frames.captured, s.frames.watched, s.frames.described, s.frames.dropped
+    );
+    match &s.last_narration {
+        Some(l) => println!("  last         [{}] {} ({})", l.kind.name(), l.text, l.time),
+        None => println!("  last         nothing said yet"),
+    }
+    for r in &s.recent_latencies {
+        let f = |x: Option<f64>| x.map(|v| format!("{v:.0} ms")).unwrap_or_else(|| "-".into());
+        println!(
+            "  latency      {:<7} first words {}, generation {}",
+            r.kind.name(),
+            f(r.latency_ms.first_speech),
+            f(r.latency_ms.generation)
+        );
+    }
+}

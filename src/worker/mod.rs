@@ -1,0 +1,606 @@
+//! The inference worker: one OS thread that owns the model and selects over frames, triggers and
+//! shutdown. Every frame it can take goes through the scene watch (embedding at
+//! `[scene] resolution` → [`crate::policy::scene`]); a change is described briefly and streamed
+//! sentence by sentence to the speech thread. A user request (hotkey, SIGUSR1, control socket)
+//! pre-empts: the running generation is cancelled at the next token, the freshest frame is
+//! described at `detail_resolution`, and the pre-empted narration's end is reported after the
+//! request's begin so speech and log put the request first.
+
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{select, Receiver};
+
+use crate::capture::Frame;
+use crate::config::Config;
+use crate::control::protocol::{ErrorCode, Response};
+use crate::describer::{DescribeRequest, Describer};
+use crate::narration::{Kind, Latency, NarrationId, Priority};
+use crate::policy::scene::{SceneParams, SceneWatch, Verdict};
+use crate::signals::Flag;
+use crate::speech::ledger::{NarrationEnd, NarrationMeta};
+use crate::speech::sentences::{speakable, SentenceSplitter};
+use crate::speech::service::Speaker;
+use crate::status::Stats;
+
+/// Where a request's answer goes (the control socket waits on it).
+pub type Reply = tokio::sync::oneshot::Sender<Response>;
+
+/// A request to the worker.
+#[derive(Debug)]
+pub enum Trigger {
+    /// Describe the freshest frame in detail.
+    Detail { reply: Option<Reply> },
+    /// Answer a question about the freshest frame.
+    Ask {
+        question: String,
+        reply: Option<Reply>,
+    },
+    /// Say the last narration again.
+    Repeat { reply: Option<Reply> },
+    Pause { reply: Option<Reply> },
+    Resume { reply: Option<Reply> },
+    /// Pause when narrating, resume when paused (a hotkey).
+    TogglePause,
+}
+
+impl Trigger {
+    fn preempts(&self, paused: bool) -> bool {
+        match self {
+            Trigger::Detail { .. }
+            | Trigger::Ask { .. }
+            | Trigger::Repeat { .. }
+            | Trigger::Pause { .. } => true,
+            Trigger::TogglePause => !paused,
+            Trigger::Resume { .. } => false,
+        }
+    }
+}
+
+fn reply(r: Option<Reply>, resp: Response) {
+    if let Some(r) = r {
+        let _ = r.send(resp);
+    }
+}
+
+/// What the worker asks the model.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub scene: SceneParams,
+    pub scene_resolution: u32,
+    pub scene_prompt: String,
+    pub scene_max_tokens: usize,
+    pub detail_resolution: u32,
+    pub detail_prompt: String,
+    pub detail_max_tokens: usize,
+}
+
+impl WorkerSettings {
+    pub fn from_config(c: &Config) -> Self {
+        Self {
+            scene: SceneParams::from_config(&c.scene),
+            scene_resolution: c.scene.resolution,
+            scene_prompt: c.describe.scene_prompt.clone(),
+            scene_max_tokens: c.describe.scene_max_tokens,
+            detail_resolution: c.describe.detail_resolution,
+            detail_prompt: c.describe.detail_prompt.clone(),
+            detail_max_tokens: c.describe.detail_max_tokens,
+        }
+    }
+}
+
+/// The last narration, for `repeat`.
+#[derive(Debug, Clone)]
+struct Said {
+    kind: Kind,
+    text: String,
+    frame: Option<u64>,
+    resolution: Option<u32>,
+}
+
+/// One description to generate.
+struct Job {
+    kind: Kind,
+    priority: Priority,
+    frame: Frame,
+    prompt: String,
+    question: Option<String>,
+    resolution: u32,
+    max_tokens: usize,
+    trigger: Instant,
+    wall: SystemTime,
+}
+
+/// How a generation ended.
+struct Outcome {
+    text: String,
+    latency: Latency,
+    /// `None`: finished; `Some(reason)`: cancelled or failed.
+    stopped: Option<(ErrorCode, String)>,
+    /// A request that arrived during generation and pre-empted it.
+    preempted_by: Option<Trigger>,
+}
+
+pub struct Worker {
+    describer: Box<dyn Describer>,
+    settings: WorkerSettings,
+    watch: SceneWatch,
+    speaker: Speaker,
+    stats: Arc<Stats>,
+    stop: Flag,
+    latest: Option<(Frame, Option<Vec<f32>>)>,
+    paused: bool,
+    last_said: Option<Said>,
+    /// Ends of pre-empted narrations, sent after the pre-empting narration begins.
+    pending_ends: Vec<NarrationEnd>,
+    /// Non-pre-empting requests that arrived during a generation.
+    deferred: Vec<Trigger>,
+    embed_failures: u32,
+}
+
+impl Worker {
+    pub fn new(
+        describer: Box<dyn Describer>,
+        settings: WorkerSettings,
+        speaker: Speaker,
+        stats: Arc<Stats>,
+        stop: Flag,
+    ) -> Self {
+        Self {
+            watch: SceneWatch::new(settings.scene.clone()),
+            describer,
+            settings,
+            speaker,
+            stats,
+            stop,
+            latest: None,
+            paused: false,
+            last_said: None,
+            pending_ends: vec![],
+            deferred: vec![],
+            embed_failures: 0,
+        }
+    }
+
+    /// Runs until `stop` closes (or the stop flag is raised).
+    pub fn run(mut self, frames: Receiver<Frame>, triggers: Receiver<Trigger>, stop: Receiver<()>) {
+        self.stats.set_state("watching");
+        let mut frames = frames;
+        let mut next: Option<Trigger> = None;
+        loop {
+            self.stats.beat();
+            if self.stop.is_set() {
+                break;
+            }
+            if let Some(t) = next.take().or_else(|| {
+                (!self.deferred.is_empty()).then(|| self.deferred.remove(0))
+            }) {
+                next = self.on_trigger(t, &frames, &triggers);
+                continue;
+            }
+            select! {
+                recv(stop) -> _ => break,
+                recv(triggers) -> t => match t {
+                    Ok(t) => next = self.on_trigger(t, &frames, &triggers),
+                    Err(_) => break,
+                },
+                recv(frames) -> f => match f {
+                    Ok(f) => next = self.on_frame(f, &triggers),
+                    Err(_) => frames = crossbeam_channel::never(),
+                },
+                default(Duration::from_secs(1)) => {},
+            }
+        }
+        self.flush_pending_ends();
+        for t in self.deferred.drain(..) {
+            answer_shutdown(t);
+        }
+        if let Some(t) = next {
+            answer_shutdown(t);
+        }
+    }
+
+    fn flush_pending_ends(&mut self) {
+        for e in self.pending_ends.drain(..) {
+            self.speaker.end(e);
+        }
+    }
+
+    fn idle_state(&self) {
+        self.stats
+            .set_state(if self.paused { "paused" } else { "watching" });
+    }
+
+    /// The freshest frame: a waiting one if any, else the last one seen.
+    fn freshest(&mut self, frames: &Receiver<Frame>) -> Option<Frame> {
+        if let Ok(f) = frames.try_recv() {
+            self.latest = Some((f, None));
+        }
+        self.latest.as_ref().map(|(f, _)| f.clone())
+    }
+
+    fn embed(&mut self, frame: &Frame) -> Option<Vec<f32>> {
+        match self
+            .describer
+            .embed(&frame.image, self.settings.scene_resolution)
+        {
+            Ok(e) => {
+                self.embed_failures = 0;
+                Stats::inc(&self.stats.watched);
+                Some(e)
+            }
+            Err(e) => {
+                self.embed_failures += 1;
+                if self.embed_failures == 1 {
+                    tracing::warn!("frame {}: cannot compute its scene embedding: {e:#}", frame.number);
+                }
+                None
+            }
+        }
+    }
+
+    fn on_frame(&mut self, frame: Frame, triggers: &Receiver<Trigger>) -> Option<Trigger> {
+        self.latest = Some((frame.clone(), None));
+        if self.paused {
+            return None;
+        }
+        let e = self.embed(&frame)?;
+        if let Some(l) = self.latest.as_mut() {
+            l.1 = Some(e.clone());
+        }
+        let now = self.stats.clock.at(frame.captured);
+        let verdict = self.watch.observe(&e, now);
+        tracing::debug!("frame {}: {verdict:?}", frame.number);
+        if !matches!(verdict, Verdict::Narrate { .. }) {
+            return None;
+        }
+        let job = Job {
+            kind: Kind::Scene,
+            priority: Priority::Scene,
+            frame: frame.clone(),
+            prompt: self.settings.scene_prompt.clone(),
+            question: None,
+            resolution: self.settings.scene_resolution,
+            max_tokens: self.settings.scene_max_tokens,
+            trigger: frame.captured,
+            wall: SystemTime::now() - frame.captured.elapsed(),
+        };
+        let out = self.narrate(job, triggers);
+        if out.stopped.is_none() {
+            self.watch.narrated(e, now);
+        }
+        out.preempted_by
+    }
+
+    fn on_trigger(
+        &mut self,
+        t: Trigger,
+        frames: &Receiver<Frame>,
+        triggers: &Receiver<Trigger>,
+    ) -> Option<Trigger> {
+        let next = match t {
+            Trigger::Detail { reply: r } => {
+                let prompt = self.settings.detail_prompt.clone();
+                self.user_request(Kind::Detail, prompt, None, r, frames, triggers)
+            }
+            Trigger::Ask { question, reply: r } => self.user_request(
+                Kind::Answer,
+                question.clone(),
+                Some(question),
+                r,
+                frames,
+                triggers,
+            ),
+            Trigger::Repeat { reply: r } => {
+                self.repeat(r);
+                None
+            }
+            Trigger::Pause { reply: r } => {
+                self.pause(r);
+                None
+            }
+            Trigger::Resume { reply: r } => {
+                self.resume(r);
+                None
+            }
+            Trigger::TogglePause => {
+                if self.paused {
+                    self.resume(None)
+                } else {
+                    self.pause(None)
+                }
+                None
+            }
+        };
+        self.flush_pending_ends();
+        next
+    }
+
+    fn pause(&mut self, r: Option<Reply>) {
+        if self.paused {
+            reply(r, Response::accepted("already paused"));
+            return;
+        }
+        self.paused = true;
+        self.stats
+            .paused
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.speaker.silence();
+        self.flush_pending_ends();
+        self.speaker.notice("Narration paused.");
+        self.idle_state();
+        reply(r, Response::accepted("paused"));
+    }
+
+    fn resume(&mut self, r: Option<Reply>) {
+        if !self.paused {
+            reply(r, Response::accepted("not paused"));
+            return;
+        }
+        self.paused = false;
+        self.stats
+            .paused
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.watch.reset_run();
+        self.speaker.notice("Narration resumed.");
+        self.idle_state();
+        reply(r, Response::accepted("resumed"));
+    }
+
+    fn repeat(&mut self, r: Option<Reply>) {
+        let Some(said) = self.last_said.clone() else {
+            self.speaker.notice("Nothing has been said yet.");
+            reply(r, Response::accepted("nothing has been said yet"));
+            return;
+        };
+        let id = NarrationId::next();
+        self.speaker.begin(NarrationMeta {
+            id,
+            kind: said.kind,
+            priority: Priority::User,
+            trigger: Instant::now(),
+            wall: SystemTime::now(),
+            frame: said.frame,
+            resolution: said.resolution,
+            question: None,
+            repeat: true,
+        });
+        self.flush_pending_ends();
+        let mut split = SentenceSplitter::default();
+        for s in split.push(&said.text).into_iter().chain(split.finish()) {
+            if let Some(s) = speakable(&s) {
+                self.speaker.text(id, s);
+            }
+        }
+        self.speaker.end(NarrationEnd {
+            id,
+            text: said.text.clone(),
+            ..Default::default()
+        });
+        reply(
+            r,
+            Response::Narration {
+                kind: said.kind,
+                text: said.text,
+                resolution: said.resolution,
+                frame: said.frame,
+                latency_ms: Latency::default(),
+            },
+        );
+    }
+
+    fn user_request(
+        &mut self,
+        kind: Kind,
+        prompt: String,
+        question: Option<String>,
+        r: Option<Reply>,
+        frames: &Receiver<Frame>,
+        triggers: &Receiver<Trigger>,
+    ) -> Option<Trigger> {
+        let trigger = Instant::now();
+        let Some(frame) = self.freshest(frames) else {
+            self.flush_pending_ends();
+            self.speaker.notice("No camera picture yet.");
+            reply(
+                r,
+                Response::error(ErrorCode::NoFrame, "no frame has been captured yet"),
+            );
+            return None;
+        };
+        let job = Job {
+            kind,
+            priority: Priority::User,
+            frame: frame.clone(),
+            prompt,
+            question,
+            resolution: self.settings.detail_resolution,
+            max_tokens: self.settings.detail_max_tokens,
+            trigger,
+            wall: SystemTime::now(),
+        };
+        let out = self.narrate(job, triggers);
+        match out.stopped {
+            None => {
+                reply(
+                    r,
+                    Response::Narration {
+                        kind,
+                        text: out.text,
+                        resolution: Some(self.settings.detail_resolution),
+                        frame: Some(frame.number),
+                        latency_ms: out.latency,
+                    },
+                );
+                // the user has heard about this view: compare later frames with it
+                if !self.paused {
+                    let known = self
+                        .latest
+                        .as_ref()
+                        .filter(|(f, _)| f.number == frame.number)
+                        .and_then(|(_, e)| e.clone());
+                    if let Some(e) = known.or_else(|| self.embed(&frame)) {
+                        self.watch.seen(e);
+                    }
+                }
+            }
+            Some((code, why)) => reply(r, Response::error(code, why)),
+        }
+        out.preempted_by
+    }
+
+    /// Generates one narration, streaming sentences to speech; cancelled at the next token by a
+    /// pre-empting request (returned in the outcome) or by shutdown.
+    fn narrate(&mut self, job: Job, triggers: &Receiver<Trigger>) -> Outcome {
+        let id = NarrationId::next();
+        self.speaker.begin(NarrationMeta {
+            id,
+            kind: job.kind,
+            priority: job.priority,
+            trigger: job.trigger,
+            wall: job.wall,
+            frame: Some(job.frame.number),
+            resolution: Some(job.resolution),
+            question: job.question.clone(),
+            repeat: false,
+        });
+        self.flush_pending_ends();
+        self.stats.set_state(match job.kind {
+            Kind::Scene => "describing scene",
+            Kind::Answer => "answering",
+            _ => "describing detail",
+        });
+        let request = DescribeRequest {
+            prompt: job.prompt.clone(),
+            resolution: job.resolution,
+            max_tokens: job.max_tokens,
+        };
+        let preempt: RefCell<Option<Trigger>> = RefCell::new(None);
+        let deferred: RefCell<Vec<Trigger>> = RefCell::new(vec![]);
+        let first_text: Cell<Option<Instant>> = Cell::new(None);
+        let mut splitter = SentenceSplitter::default();
+        let speaker = self.speaker.clone();
+        let stats = self.stats.clone();
+        let stop = self.stop.clone();
+        let paused = self.paused;
+        let result = {
+            let cancel = || {
+                stats.beat();
+                if stop.is_set() || preempt.borrow().is_some() {
+                    return true;
+                }
+                while let Ok(t) = triggers.try_recv() {
+                    if t.preempts(paused) {
+                        *preempt.borrow_mut() = Some(t);
+                        return true;
+                    }
+                    deferred.borrow_mut().push(t);
+                }
+                false
+            };
+            let mut on_text = |piece: &str| {
+                if first_text.get().is_none() {
+                    first_text.set(Some(Instant::now()));
+                }
+                for s in splitter.push(piece) {
+                    if let Some(s) = speakable(&s) {
+                        speaker.text(id, s);
+                    }
+                }
+            };
+            self.describer
+                .describe(&job.frame.image, &request, &mut on_text, &cancel)
+        };
+        self.deferred.extend(deferred.into_inner());
+        let preempted_by = preempt.into_inner();
+        let stopping = self.stop.is_set();
+        let (text, cancelled, tokens, timings, stopped) = match result {
+            Ok(d) => {
+                let stopped = if preempted_by.is_some() {
+                    Some((ErrorCode::Superseded, "pre-empted by a newer request".to_string()))
+                } else if d.cancelled || stopping {
+                    Some((ErrorCode::ShuttingDown, "shutdown".to_string()))
+                } else {
+                    None
+                };
+                if stopped.is_none() {
+                    Stats::inc(&self.stats.described);
+                    if let Some(rest) = splitter.finish().as_deref().and_then(speakable) {
+                        self.speaker.text(id, rest);
+                    }
+                }
+                let tokens = d.token_ids.len();
+                (d.text, d.cancelled, Some(tokens), Some(d.timings), stopped)
+            }
+            Err(e) => {
+                tracing::warn!("frame {}: description failed: {e:#}", job.frame.number);
+                if job.priority == Priority::User {
+                    self.speaker.notice("Sorry, the description failed.");
+                }
+                (
+                    String::new(),
+                    false,
+                    None,
+                    None,
+                    Some((ErrorCode::Failed, format!("description failed: {e:#}"))),
+                )
+            }
+        };
+        let latency = Latency {
+            first_text: first_text.get().map(|f| ms(job.trigger, f)),
+            first_speech: None,
+            generation: timings.as_ref().map(|t| t.total_ms),
+            vision: timings.as_ref().map(|t| t.vision_ms),
+            tokens_per_s: timings
+                .as_ref()
+                .map(|t| t.decode_tokens_per_s)
+                .filter(|x| *x > 0.0),
+        };
+        let end = NarrationEnd {
+            id,
+            text: text.trim().to_string(),
+            cancelled,
+            reason: stopped.as_ref().map(|(_, r)| r.clone()),
+            tokens,
+            timings,
+            first_text: first_text.get(),
+        };
+        if preempted_by.is_some() {
+            self.pending_ends.push(end);
+        } else {
+            self.speaker.end(end);
+        }
+        if stopped.is_none() {
+            self.last_said = Some(Said {
+                kind: job.kind,
+                text: text.trim().to_string(),
+                frame: Some(job.frame.number),
+                resolution: Some(job.resolution),
+            });
+        }
+        self.idle_state();
+        Outcome {
+            text: text.trim().to_string(),
+            latency,
+            stopped,
+            preempted_by,
+        }
+    }
+}
+
+fn ms(from: Instant, to: Instant) -> f64 {
+    (to.saturating_duration_since(from).as_secs_f64() * 1e4).round() / 10.0
+}
+
+fn answer_shutdown(t: Trigger) {
+    let r = match t {
+        Trigger::Detail { reply }
+        | Trigger::Ask { reply, .. }
+        | Trigger::Repeat { reply }
+        | Trigger::Pause { reply }
+        | Trigger::Resume { reply } => reply,
+        Trigger::TogglePause => None,
+    };
+    reply(r, Response::error(ErrorCode::ShuttingDown, "scenesay is shutting down"));
+}
