@@ -93,12 +93,7 @@ fn check_model(r: &mut Report, config: &Config, cli: Option<&PathBuf>) {
     let dir = match super::run::model_dir(config, cli) {
         Ok(d) => d,
         Err(e) => {
-            r.line(
-                Level::Fail,
-                "model",
-                "no model configured",
-                Some(&format!("{e:#}")),
-            );
+            r.line(Level::Fail, "model", &format!("{e:#}"), None);
             return;
         }
     };
@@ -164,7 +159,45 @@ fn check_source(r: &mut Report, config: &Config) {
 fn check_speech(r: &mut Report, config: &Config) {
     let b = config.speech.backend;
     match crate::speech::open_backend(b, &config.speech) {
-        Ok(s) => r.line(Level::Ok, "speech", &format!("{} works", s.name()), None),
+        Ok(_) if b == SpeechBackend::Log => r.line(
+            Level::Ok,
+            "speech",
+            "log: narrations are printed, not spoken",
+            None,
+        ),
+        Ok(mut s) => {
+            // say a short sentence and wait for the backend to report its end: a backend that
+            // accepts text but never finishes has no working audio output
+            let said = s
+                .speak("scenesay speech check.", crate::narration::Kind::Notice)
+                .map_err(|e| e.to_string())
+                .and_then(|_| {
+                    let t = std::time::Instant::now();
+                    while t.elapsed() < Duration::from_secs(10) {
+                        match s.is_speaking() {
+                            Ok(false) => return Ok(()),
+                            Ok(true) => std::thread::sleep(Duration::from_millis(20)),
+                            Err(e) => return Err(e.to_string()),
+                        }
+                    }
+                    let _ = s.stop();
+                    Err("it never finished saying a test sentence".to_string())
+                });
+            match said {
+                Ok(()) => r.line(
+                    Level::Ok,
+                    "speech",
+                    &format!("{} said \"scenesay speech check\"", s.name()),
+                    None,
+                ),
+                Err(e) => r.line(
+                    Level::Fail,
+                    "speech",
+                    &format!("{}: {e}", s.name()),
+                    Some("check the audio output (speech-dispatcher: `spd-say -w hello`; its audio method in ~/.config/speech-dispatcher/speechd.conf)"),
+                ),
+            }
+        }
         Err(e) => {
             let fallback = match b {
                 SpeechBackend::SpeechDispatcher => {
