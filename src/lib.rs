@@ -5,5 +5,7 @@ pub mod cli;
 pub mod commands;
 pub mod describer;
 pub mod exit;
+pub mod jobs;
 pub mod model;
+pub mod model_store;
 pub mod signals;

@@ -1,5 +1,8 @@
 //! One module per subcommand: its clap arguments and its `run` function.
 
+pub mod batch;
 pub mod describe;
 pub mod embed;
+pub mod model;
 pub mod model_args;
+pub mod search;
