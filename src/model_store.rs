@@ -480,6 +480,8 @@ pub struct FetchOptions {
     pub offline: bool,
     /// Draw progress bars on stderr.
     pub progress: bool,
+    /// How often a broken file transfer is retried (from where it stopped) before giving up.
+    pub retries: usize,
 }
 
 impl FetchOptions {
@@ -515,6 +517,7 @@ impl FetchOptions {
             token,
             offline,
             progress: std::io::stderr().is_terminal(),
+            retries: 5,
         }
     }
 
@@ -537,6 +540,10 @@ impl FetchOptions {
                     if file.is_none() {
                         return self.offline_error(t.to_string());
                     }
+                }
+                // a proxy or gateway that cannot reach the hub
+                ureq::Error::Status(s @ (502..=504), _) if file.is_none() => {
+                    return self.offline_error(format!("HTTP {s} from the way to the hub"));
                 }
                 ureq::Error::Status(404, _) if file.is_none() => {
                     return StoreError::RepoNotFound {
@@ -587,7 +594,7 @@ pub fn fetch(opts: &FetchOptions) -> Result<Fetched, StoreError> {
         .with_endpoint(opts.endpoint.clone())
         .with_token(opts.token.clone())
         .with_progress(false)
-        .with_retries(5)
+        .with_retries(opts.retries)
         .with_user_agent("scenesay", env!("CARGO_PKG_VERSION"))
         .build()
         .map_err(|e| opts.api_error(None, e))?;
@@ -938,6 +945,7 @@ mod tests {
             token: None,
             offline: false,
             progress: false,
+            retries: 0,
         };
         let e = fetch(&opts).unwrap_err();
         assert!(matches!(e, StoreError::Offline { .. }), "{e}");

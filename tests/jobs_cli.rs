@@ -21,6 +21,12 @@ fn scenesay(hf_home: &Path) -> Command {
         .env_remove("HF_TOKEN")
         .env_remove("HF_HUB_OFFLINE")
         .env_remove("RUST_LOG")
+        .env_remove("ALL_PROXY")
+        .env_remove("all_proxy")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
         .env("HF_HOME", hf_home)
         .env("HF_ENDPOINT", "http://127.0.0.1:9");
     c
