@@ -6,4 +6,5 @@ pub mod commands;
 pub mod describer;
 pub mod exit;
 pub mod model;
+pub mod policy;
 pub mod signals;
