@@ -8,3 +8,4 @@ pub mod exit;
 pub mod model;
 pub mod policy;
 pub mod signals;
+pub mod subtitles;
