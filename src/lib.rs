@@ -8,4 +8,6 @@ pub mod exit;
 pub mod jobs;
 pub mod model;
 pub mod model_store;
+pub mod policy;
 pub mod signals;
+pub mod subtitles;
