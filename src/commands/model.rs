@@ -14,14 +14,18 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Action {
-    /// Download a FastVLM checkpoint into the Hugging Face cache ($HF_HOME/hub, default
-    /// ~/.cache/huggingface/hub), with a progress bar. Run it again after an interruption: finished
-    /// files are kept and a partial file resumes where it stopped. Afterwards any command finds the
+    /// Download a FastVLM checkpoint into the Hugging Face cache.
+    ///
+    /// The cache is $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub. A progress bar
+    /// shows each file. Run it again after an interruption: finished files are kept and a partial
+    /// file resumes where it stopped. Afterwards any command finds the
     /// model by its repository id (`--model apple/FastVLM-1.5B`), and apple/FastVLM-0.5B is used when
     /// no model is named. Set HF_ENDPOINT for a mirror, HF_TOKEN for a gated repository.
     Fetch(FetchArgs),
-    /// Show the FastVLM checkpoints available locally: those in the Hugging Face cache (complete or
-    /// not) and the one named by $SCENESAY_MODEL.
+    /// Show the FastVLM checkpoints available locally.
+    ///
+    /// Lists those in the Hugging Face cache (complete or not, with what is missing), the one named
+    /// by $SCENESAY_MODEL, and which model a command uses when none is named.
     List,
 }
 
