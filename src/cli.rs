@@ -27,6 +27,12 @@ pub enum Command {
     Describe(commands::describe::Args),
     /// Write an image's features, projector output and scene embedding to a safetensors file.
     Embed(commands::embed::Args),
+    /// Get a FastVLM checkpoint (`model fetch`) and see which ones are here (`model list`).
+    Model(commands::model::Args),
+    /// Describe every image under files and folders: one JSON line per image, resumable.
+    Batch(commands::batch::Args),
+    /// List the photos that show something ("a beach"), scored by asking the model yes or no.
+    Search(commands::search::Args),
     /// Run the narration daemon: watch the camera, say when the scene changes, describe in detail
     /// on a hotkey, SIGUSR1 or `scenesay ctl describe`.
     Run(commands::run::Args),
@@ -41,6 +47,9 @@ impl Command {
         match self {
             Command::Describe(a) => commands::describe::run(a),
             Command::Embed(a) => commands::embed::run(a),
+            Command::Model(a) => commands::model::run(a),
+            Command::Batch(a) => commands::batch::run(a),
+            Command::Search(a) => commands::search::run(a),
             Command::Run(a) => commands::run::run(a),
             Command::Ctl(a) => commands::ctl::run(a),
             Command::Check(a) => commands::check::run(a),

@@ -42,7 +42,8 @@ pub struct Config {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// Checkpoint directory; empty = `$SCENESAY_MODEL`.
+    /// Checkpoint directory; empty = apple/FastVLM-0.5B from the Hugging Face cache.
+    /// `--model` / `$SCENESAY_MODEL` take precedence.
     pub path: String,
     /// Weight precision of the language model.
     pub dtype: Precision,
@@ -620,14 +621,11 @@ impl Config {
         }
     }
 
-    /// The model directory: `[model] path`, else `$SCENESAY_MODEL`.
+    /// The configured model directory (`[model] path`), if any. Commands resolve the model with
+    /// [`crate::model_store::resolve_model`]: `--model` / `$SCENESAY_MODEL` first, then this, then
+    /// apple/FastVLM-0.5B from the Hugging Face cache.
     pub fn model_dir(&self) -> Option<PathBuf> {
-        if !self.model.path.is_empty() {
-            return Some(PathBuf::from(&self.model.path));
-        }
-        std::env::var_os("SCENESAY_MODEL")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
+        (!self.model.path.is_empty()).then(|| PathBuf::from(&self.model.path))
     }
 
     /// The control socket path: `[control] socket`, else `$XDG_RUNTIME_DIR/scenesay.sock`, else a

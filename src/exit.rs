@@ -18,6 +18,8 @@ pub const MODEL_UNAVAILABLE: u8 = 69;
 pub const NOT_RUNNING: u8 = 75;
 /// The configuration file is invalid (EX_CONFIG).
 pub const CONFIG: u8 = 78;
+/// Stopped by Ctrl-C / SIGTERM before the work was done (128 + SIGINT, as shells report it).
+pub const INTERRUPTED: u8 = 130;
 
 /// An error that carries the exit code the process should end with.
 /// Its message is the whole chain of the wrapped error (so `{:#}` prints each cause once).

@@ -124,12 +124,13 @@ fn run_without_a_model_says_how_to_give_one() {
         .args(["run", "--config"])
         .arg(&p)
         .env_remove("SCENESAY_MODEL")
+        .env("HF_HUB_CACHE", dir.path().join("empty-cache"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(69));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no model configured"), "{err}");
-    assert!(err.contains("[model] path"), "{err}");
+    assert!(err.contains("no model given"), "{err}");
+    assert!(err.contains("scenesay model fetch"), "{err}");
 }
 
 #[test]

@@ -15,9 +15,10 @@ pub struct Args {
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Model directory, instead of the configuration's `[model] path`.
-    #[arg(long, value_name = "DIR")]
-    pub model: Option<PathBuf>,
+    /// The model, as for `scenesay run` (default: $SCENESAY_MODEL, else `[model] path`, else
+    /// apple/FastVLM-0.5B from the cache).
+    #[arg(long, value_name = "DIR|REPO", env = "SCENESAY_MODEL")]
+    pub model: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +77,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             c
         }
     };
-    check_model(&mut r, &config, a.model.as_ref());
+    check_model(&mut r, &config, a.model.as_deref());
     check_source(&mut r, &config);
     check_speech(&mut r, &config);
     check_hotkey(&mut r, &config);
@@ -89,7 +90,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     })
 }
 
-fn check_model(r: &mut Report, config: &Config, cli: Option<&PathBuf>) {
+fn check_model(r: &mut Report, config: &Config, cli: Option<&str>) {
     let dir = match super::run::model_dir(config, cli) {
         Ok(d) => d,
         Err(e) => {

@@ -1,8 +1,11 @@
 //! One module per subcommand: its clap arguments and its `run` function.
 
+pub mod batch;
 pub mod check;
 pub mod ctl;
 pub mod describe;
 pub mod embed;
+pub mod model;
 pub mod model_args;
 pub mod run;
+pub mod search;

@@ -19,9 +19,11 @@ pub struct Args {
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Model directory, instead of the configuration's `[model] path`.
-    #[arg(long, value_name = "DIR")]
-    pub model: Option<PathBuf>,
+    /// The model: a checkpoint directory or a repository id in the Hugging Face cache (as for
+    /// `scenesay describe`). Default: $SCENESAY_MODEL, else the configuration's `[model] path`,
+    /// else apple/FastVLM-0.5B from the cache (`scenesay model fetch`).
+    #[arg(long, value_name = "DIR|REPO", env = "SCENESAY_MODEL")]
+    pub model: Option<String>,
 
     /// Speech backend, instead of the configuration's `[speech] backend`.
     #[arg(long, value_enum, value_name = "BACKEND")]
@@ -64,18 +66,11 @@ pub fn load_model(dir: &std::path::Path, config: &Config) -> anyhow::Result<Fast
     Ok(m)
 }
 
-/// The model directory to use, or an error saying how to give one.
-pub fn model_dir(config: &Config, cli: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
-    cli.cloned().or_else(|| config.model_dir()).ok_or_else(|| {
-        exit::Exit::new(
-            exit::MODEL_UNAVAILABLE,
-            anyhow::anyhow!(
-                "no model configured: set `[model] path` in the configuration (a FastVLM checkpoint \
-                 directory such as a download of apple/FastVLM-0.5B), set SCENESAY_MODEL, or pass --model DIR"
-            ),
-        )
-        .into()
-    })
+/// The model directory to use: `--model` / $SCENESAY_MODEL (a directory or a cached repository),
+/// else `[model] path`, else apple/FastVLM-0.5B from the cache.
+pub fn model_dir(config: &Config, cli: Option<&str>) -> anyhow::Result<PathBuf> {
+    crate::model_store::resolve_model(cli, config.model_dir().as_deref())
+        .exit_code(exit::MODEL_UNAVAILABLE)
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
@@ -87,7 +82,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     if let Some(b) = a.speech {
         config.speech.backend = b;
     }
-    let dir = model_dir(&config, a.model.as_ref())?;
+    let dir = model_dir(&config, a.model.as_deref())?;
     let shutdown = Shutdown::new();
     let tx = shutdown.tx.clone();
     let asked = crate::signals::Flag::new();
