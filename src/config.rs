@@ -205,9 +205,10 @@ impl Default for DescribeConfig {
             scene_prompt: "Describe what is in front of the camera in one short sentence.".into(),
             scene_max_tokens: 40,
             detail_resolution: 1024,
-            detail_prompt: "Describe this scene in detail for a blind person: the main objects and \
+            detail_prompt:
+                "Describe this scene in detail for a blind person: the main objects and \
                             where they are (left, right, ahead), people, and any text you can read."
-                .into(),
+                    .into(),
             detail_max_tokens: 256,
             repetition_penalty: 1.0,
         }
@@ -493,7 +494,10 @@ impl Config {
         if !(16..=8192).contains(&cap.height) {
             out.push(invalid(
                 "capture.height",
-                format!("height {} is not allowed: use 16 to 8192 pixels", cap.height),
+                format!(
+                    "height {} is not allowed: use 16 to 8192 pixels",
+                    cap.height
+                ),
             ));
         }
         if cap.repeat_each == 0 || cap.repeat_each > 10_000 {
@@ -502,7 +506,8 @@ impl Config {
                 format!("{} is not allowed: use 1 to 10000", cap.repeat_each),
             ));
         }
-        if matches!(cap.source, SourceKind::Images | SourceKind::Video) && cap.path.trim().is_empty()
+        if matches!(cap.source, SourceKind::Images | SourceKind::Video)
+            && cap.path.trim().is_empty()
         {
             out.push(invalid(
                 "capture.source",
@@ -537,10 +542,7 @@ impl Config {
         if !(sc.cooldown_s >= 0.0 && sc.cooldown_s <= 86_400.0) {
             out.push(invalid(
                 "scene.cooldown_s",
-                format!(
-                    "{} is not allowed: seconds from 0 to 86400",
-                    sc.cooldown_s
-                ),
+                format!("{} is not allowed: seconds from 0 to 86400", sc.cooldown_s),
             ));
         }
         let d = &self.describe;
@@ -575,7 +577,10 @@ impl Config {
         if !(s.stale_s > 0.0 && s.stale_s <= 3600.0) {
             out.push(invalid(
                 "speech.stale_s",
-                format!("{} is not allowed: seconds above 0, at most 3600", s.stale_s),
+                format!(
+                    "{} is not allowed: seconds above 0, at most 3600",
+                    s.stale_s
+                ),
             ));
         }
         if s.voice.starts_with('-') || s.language.starts_with('-') {
@@ -785,7 +790,11 @@ mod tests {
     fn unknown_key_is_located_and_lists_the_allowed_keys() {
         let p = only_problem("[scene]\nresolution = 256\nthreshold = 0.2\n");
         assert_eq!((p.line, p.column), (3, 1));
-        assert!(p.message.contains("unknown field `threshold`"), "{}", p.message);
+        assert!(
+            p.message.contains("unknown field `threshold`"),
+            "{}",
+            p.message
+        );
         assert!(p.message.contains("change_threshold"), "{}", p.message);
     }
 
@@ -793,7 +802,11 @@ mod tests {
     fn unknown_section_is_located() {
         let p = only_problem("[model]\npath = \"x\"\n\n[cammera]\nfps = 1\n");
         assert_eq!(p.line, 4, "{p:?}");
-        assert!(p.message.contains("unknown field `cammera`"), "{}", p.message);
+        assert!(
+            p.message.contains("unknown field `cammera`"),
+            "{}",
+            p.message
+        );
     }
 
     #[test]
@@ -824,8 +837,14 @@ mod tests {
         assert_eq!((p[2].line, p[2].column), (6, 8));
         assert!(p[2].message.contains("-100"), "{}", p[2].message);
         let shown = e.to_string();
-        assert!(shown.starts_with("/etc/scenesay/config.toml:2:14: `scene.resolution`"), "{shown}");
-        assert!(shown.contains("    resolution = 300\n                 ^"), "{shown}");
+        assert!(
+            shown.starts_with("/etc/scenesay/config.toml:2:14: `scene.resolution`"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("    resolution = 300\n                 ^"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -874,7 +893,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.model.path, "/nonexistent/dir/demo-model");
         assert_eq!(c.capture.path, "/abs/frames");
-        assert_eq!(c.model_dir(), Some(PathBuf::from("/nonexistent/dir/demo-model")));
+        assert_eq!(
+            c.model_dir(),
+            Some(PathBuf::from("/nonexistent/dir/demo-model"))
+        );
     }
 
     #[test]

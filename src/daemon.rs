@@ -163,7 +163,11 @@ pub fn run(
 
     let stop_speech = |speech: Option<JoinHandle<()>>, stop: Sender<()>| {
         drop(stop);
-        join_by("speech", speech, Instant::now() + Duration::from_millis(500));
+        join_by(
+            "speech",
+            speech,
+            Instant::now() + Duration::from_millis(500),
+        );
     };
 
     // the control socket: refuse to run twice before loading anything

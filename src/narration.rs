@@ -44,8 +44,10 @@ pub enum Priority {
     User,
 }
 
-/// Process-wide unique narration number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// Process-wide unique narration number (0 is never handed out).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct NarrationId(pub u64);
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -244,7 +246,11 @@ mod tests {
         assert_eq!(r.text, "a kitchen\nwith a table");
         assert_eq!(r, record("a kitchen\nwith a table"));
         assert!(lines[1].contains(r#""kind":"scene""#), "{}", lines[1]);
-        assert!(lines[1].starts_with(r#"{"time":"1970-01-01T00:00:00.000Z""#), "{}", lines[1]);
+        assert!(
+            lines[1].starts_with(r#"{"time":"1970-01-01T00:00:00.000Z""#),
+            "{}",
+            lines[1]
+        );
         assert!(!lines[1].contains("question"), "absent fields are left out");
     }
 

@@ -98,9 +98,9 @@ impl Stats {
 
     /// Time since the worker last made progress.
     pub fn since_beat(&self) -> Duration {
-        self.clock
-            .now()
-            .saturating_sub(Duration::from_millis(self.heartbeat_ms.load(Ordering::Relaxed)))
+        self.clock.now().saturating_sub(Duration::from_millis(
+            self.heartbeat_ms.load(Ordering::Relaxed),
+        ))
     }
 
     pub fn set_state(&self, s: &str) {

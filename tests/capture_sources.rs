@@ -39,7 +39,11 @@ fn make_video(dir: &std::path::Path) -> std::path::PathBuf {
         .arg(&p)
         .output()
         .expect("ffmpeg is installed (apt install ffmpeg)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     p
 }
 
@@ -61,12 +65,18 @@ fn video_is_probed_and_decoded_at_the_requested_rate() {
     }
     assert!((7..=9).contains(&frames.len()), "{} frames", frames.len());
     assert_eq!(frames[0].dimensions(), (160, 120));
-    assert_ne!(frames[0], frames[frames.len() - 1], "bars, then the test pattern");
+    assert_ne!(
+        frames[0],
+        frames[frames.len() - 1],
+        "bars, then the test pattern"
+    );
     assert!(v.next_frame().unwrap().is_none());
 
     // looping starts again
     let mut v = Video::open(p.to_str().unwrap(), 2.0, true).unwrap();
-    let n = (0..20).filter(|_| v.next_frame().unwrap().is_some()).count();
+    let n = (0..20)
+        .filter(|_| v.next_frame().unwrap().is_some())
+        .count();
     assert_eq!(n, 20);
 }
 
@@ -147,9 +157,14 @@ fn a_failing_source_is_announced_once_and_resumes_by_itself() {
         )
     });
     // retries after 1 s and 2 s: frames arrive after about 3 s
-    let first = frames.recv_timeout(Duration::from_secs(20)).expect("frames after the retries");
+    let first = frames
+        .recv_timeout(Duration::from_secs(20))
+        .expect("frames after the retries");
     assert_eq!(first.number, 1);
-    assert!(t.elapsed() >= Duration::from_millis(2900), "backoff was respected");
+    assert!(
+        t.elapsed() >= Duration::from_millis(2900),
+        "backoff was respected"
+    );
     let said = notices(&rx);
     assert_eq!(
         said,
@@ -219,7 +234,10 @@ fn a_fast_source_never_queues_frames() {
     let captured = stats.captured.load(Ordering::Relaxed);
     let dropped = stats.dropped.load(Ordering::Relaxed);
     assert!(dropped > 0, "stale frames were replaced");
-    assert!(captured >= dropped + 5, "captured {captured}, dropped {dropped}");
+    assert!(
+        captured >= dropped + 5,
+        "captured {captured}, dropped {dropped}"
+    );
 }
 
 #[test]
@@ -259,7 +277,10 @@ fn an_images_sequence_played_once_ends_with_a_notice() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(stats.captured.load(Ordering::Relaxed), 3);
-    assert!(frames.try_recv().is_ok(), "the last frame waits for the worker");
+    assert!(
+        frames.try_recv().is_ok(),
+        "the last frame waits for the worker"
+    );
     assert_eq!(notices(&rx), ["End of the pictures."]);
     drop(stop_tx);
     h.join().unwrap();

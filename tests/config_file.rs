@@ -35,13 +35,27 @@ fn config_toml_documents_every_key_with_its_default() {
     let parsed = Config::from_toml(&text, &path).unwrap();
     let mut defaults = Config::default();
     defaults.resolve_paths(Some(&repo()));
-    assert_eq!(parsed, defaults, "config.toml must show the built-in defaults");
+    assert_eq!(
+        parsed, defaults,
+        "config.toml must show the built-in defaults"
+    );
 
     let mut documented = BTreeSet::new();
-    keys("", &toml::from_str::<toml::Value>(&text).unwrap(), &mut documented);
+    keys(
+        "",
+        &toml::from_str::<toml::Value>(&text).unwrap(),
+        &mut documented,
+    );
     let mut all = BTreeSet::new();
-    keys("", &toml::Value::try_from(Config::default()).unwrap(), &mut all);
-    assert_eq!(documented, all, "every key, and only real keys, in config.toml");
+    keys(
+        "",
+        &toml::Value::try_from(Config::default()).unwrap(),
+        &mut all,
+    );
+    assert_eq!(
+        documented, all,
+        "every key, and only real keys, in config.toml"
+    );
     // and each key has a comment above it or its section
     assert!(text.matches("\n# ").count() > all.len());
 }
@@ -83,7 +97,10 @@ fn run_reports_config_errors_with_line_and_column() {
         err.contains(&format!("{}:6:11: unknown variant `festival`", p.display())),
         "{err}"
     );
-    assert!(err.contains("`speech-dispatcher`, `espeak-ng`, `log`"), "{err}");
+    assert!(
+        err.contains("`speech-dispatcher`, `espeak-ng`, `log`"),
+        "{err}"
+    );
 
     let p = write(dir.path(), "[scene]\ncooldown = 3\n");
     let out = Command::new(env!("CARGO_BIN_EXE_scenesay"))
@@ -152,7 +169,9 @@ fn check_reports_each_item() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    for item in ["config", "model", "source", "speech", "hotkey", "socket", "log"] {
+    for item in [
+        "config", "model", "source", "speech", "hotkey", "socket", "log",
+    ] {
         assert!(
             text.lines()
                 .any(|l| l.starts_with("OK") && l.split_whitespace().nth(1) == Some(item)),
@@ -174,7 +193,10 @@ fn check_reports_each_item() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("FAIL  source    camera /dev/video987"), "{text}");
+    assert!(
+        text.contains("FAIL  source    camera /dev/video987"),
+        "{text}"
+    );
     assert!(text.contains("→ plug in a camera"), "{text}");
     assert!(text.lines().any(|l| l.starts_with("OK    model")), "{text}");
 }

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use scenesay::control::client;
 use scenesay::control::protocol::{ErrorCode, Request, Response, MAX_LINE};
 use scenesay::control::server::{self, ControlError, Handles};
-use scenesay::control::client;
 use scenesay::narration::{Kind, Latency};
 use scenesay::status::{Clock, Stats};
 use scenesay::worker::Trigger;
@@ -130,7 +130,9 @@ fn code(r: &Response) -> ErrorCode {
 fn every_request_round_trips() {
     let s = start();
     match ask(&s.path, Request::Describe { wait: true }) {
-        Response::Narration { kind, text, frame, .. } => {
+        Response::Narration {
+            kind, text, frame, ..
+        } => {
             assert_eq!(kind, Kind::Detail);
             assert_eq!(text, "A desk with a lamp.");
             assert_eq!(frame, Some(7));
@@ -154,9 +156,18 @@ fn every_request_round_trips() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(ask(&s.path, Request::Repeat {}), Response::accepted("repeated"));
-    assert_eq!(ask(&s.path, Request::Pause {}), Response::accepted("paused"));
-    assert_eq!(ask(&s.path, Request::Resume {}), Response::accepted("resumed"));
+    assert_eq!(
+        ask(&s.path, Request::Repeat {}),
+        Response::accepted("repeated")
+    );
+    assert_eq!(
+        ask(&s.path, Request::Pause {}),
+        Response::accepted("paused")
+    );
+    assert_eq!(
+        ask(&s.path, Request::Resume {}),
+        Response::accepted("resumed")
+    );
     match ask(&s.path, Request::Status {}) {
         Response::Status(st) => {
             assert_eq!(st.version, env!("CARGO_PKG_VERSION"));
@@ -164,14 +175,24 @@ fn every_request_round_trips() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(ask(&s.path, Request::Stop {}), Response::accepted("stopping"));
+    assert_eq!(
+        ask(&s.path, Request::Stop {}),
+        Response::accepted("stopping")
+    );
     s.shutdown
         .recv_timeout(Duration::from_secs(5))
         .expect("stop reaches the daemon");
     let seen = s.stop();
     assert_eq!(
         seen,
-        ["detail", "detail", "ask Is it raining?", "repeat", "pause", "resume"]
+        [
+            "detail",
+            "detail",
+            "ask Is it raining?",
+            "repeat",
+            "pause",
+            "resume"
+        ]
     );
 }
 
@@ -181,10 +202,22 @@ fn malformed_requests_get_errors_and_the_server_stays_up() {
     let mut c = UnixStream::connect(&s.path).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     assert_eq!(code(&raw_line(&mut c, b"hello\n")), ErrorCode::BadRequest);
-    assert_eq!(code(&raw_line(&mut c, b"{\"cmd\":\"dance\"}\n")), ErrorCode::BadRequest);
-    assert_eq!(code(&raw_line(&mut c, b"{\"cmd\":\"ask\",\"question\":\"\"}\n")), ErrorCode::BadRequest);
-    assert_eq!(code(&raw_line(&mut c, b"{\"cmd\":\"sta\xfftus\"}\n")), ErrorCode::BadRequest);
-    assert_eq!(code(&raw_line(&mut c, b"{\"cmd\":\"status\"\n")), ErrorCode::BadRequest);
+    assert_eq!(
+        code(&raw_line(&mut c, b"{\"cmd\":\"dance\"}\n")),
+        ErrorCode::BadRequest
+    );
+    assert_eq!(
+        code(&raw_line(&mut c, b"{\"cmd\":\"ask\",\"question\":\"\"}\n")),
+        ErrorCode::BadRequest
+    );
+    assert_eq!(
+        code(&raw_line(&mut c, b"{\"cmd\":\"sta\xfftus\"}\n")),
+        ErrorCode::BadRequest
+    );
+    assert_eq!(
+        code(&raw_line(&mut c, b"{\"cmd\":\"status\"\n")),
+        ErrorCode::BadRequest
+    );
     // an oversize line is refused, the rest of it skipped, and the connection still works
     let mut big = vec![b'x'; MAX_LINE + 10];
     big.push(b'\n');
@@ -195,12 +228,18 @@ fn malformed_requests_get_errors_and_the_server_stays_up() {
         other => panic!("{other:?}"),
     }
     // and so does a fresh one
-    assert!(matches!(ask(&s.path, Request::Status {}), Response::Status(_)));
+    assert!(matches!(
+        ask(&s.path, Request::Status {}),
+        Response::Status(_)
+    ));
     // a client that vanishes mid-line does no harm
     let mut gone = UnixStream::connect(&s.path).unwrap();
     gone.write_all(b"{\"cmd\":").unwrap();
     drop(gone);
-    assert!(matches!(ask(&s.path, Request::Status {}), Response::Status(_)));
+    assert!(matches!(
+        ask(&s.path, Request::Status {}),
+        Response::Status(_)
+    ));
     assert!(s.stop().is_empty());
 }
 
@@ -220,7 +259,10 @@ fn the_socket_is_private_and_single() {
         other => panic!("a second server must be refused: {other:?}"),
     }
     // the refused attempt did not disturb the first server
-    assert!(matches!(ask(&s.path, Request::Status {}), Response::Status(_)));
+    assert!(matches!(
+        ask(&s.path, Request::Status {}),
+        Response::Status(_)
+    ));
     s.stop();
 }
 
@@ -232,7 +274,10 @@ fn a_stale_socket_file_is_replaced() {
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
     assert!(path.exists());
     let s = start_at(dir, path);
-    assert!(matches!(ask(&s.path, Request::Status {}), Response::Status(_)));
+    assert!(matches!(
+        ask(&s.path, Request::Status {}),
+        Response::Status(_)
+    ));
     s.stop();
 }
 
@@ -264,9 +309,15 @@ fn ctl_command_prints_answers_and_names_errors() {
     };
     let out = run(&["describe"]);
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "A desk with a lamp.\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "A desk with a lamp.\n"
+    );
     let out = run(&["ask", "Is", "it", "raining?"]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "You asked: Is it raining?\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "You asked: Is it raining?\n"
+    );
     let out = run(&["--json", "status"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["reply"], "status");
@@ -293,12 +344,16 @@ fn too_many_connections_are_refused_politely() {
             let mut c2 = c.try_clone().unwrap();
             c2.write_all(b"{\"cmd\":\"status\"}\n").unwrap();
             let mut line = String::new();
-            BufReader::new(c.try_clone().unwrap()).read_line(&mut line).unwrap();
+            BufReader::new(c.try_clone().unwrap())
+                .read_line(&mut line)
+                .unwrap();
             c
         })
         .collect();
     let mut extra = UnixStream::connect(&s.path).unwrap();
-    extra.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut reply = String::new();
     extra.read_to_string(&mut reply).unwrap();
     let r: Response = serde_json::from_str(reply.trim()).unwrap();

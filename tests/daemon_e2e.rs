@@ -43,7 +43,10 @@ fn a_scene_change_gives_exactly_one_narration_and_repeats_give_none() {
 
     let records = d.records();
     let scenes = of_kind(&records, "scene");
-    let frames: Vec<u64> = scenes.iter().map(|r| r["frame"].as_u64().unwrap()).collect();
+    let frames: Vec<u64> = scenes
+        .iter()
+        .map(|r| r["frame"].as_u64().unwrap())
+        .collect();
     // frames 1–10 show the landscape, 11–20 the text page: one narration each, none for repeats
     assert_eq!(scenes.len(), 2, "scene lines: {scenes:#?}");
     assert!((1..=10).contains(&frames[0]), "{frames:?}");
@@ -52,7 +55,10 @@ fn a_scene_change_gives_exactly_one_narration_and_repeats_give_none() {
         assert_eq!(s["status"], "spoken", "{s}");
         assert_eq!(s["resolution"], 256, "{s}");
         assert!(!s["text"].as_str().unwrap().is_empty(), "{s}");
-        assert!(s["latency_ms"]["first_speech"].as_f64().unwrap() > 0.0, "{s}");
+        assert!(
+            s["latency_ms"]["first_speech"].as_f64().unwrap() > 0.0,
+            "{s}"
+        );
         assert!(s["tokens"].as_u64().unwrap() <= 8, "{s}");
     }
     // what was said went to stdout through the log backend
@@ -91,7 +97,11 @@ fn a_detail_request_through_the_socket_comes_before_queued_scenes() {
         .arg("describe")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let printed = String::from_utf8(out.stdout).unwrap();
     d.stop();
 
@@ -113,7 +123,10 @@ fn a_detail_request_through_the_socket_comes_before_queued_scenes() {
         if r["kind"] == "scene"
             && (reason.contains(&format!("request {id}")) || reason.contains("pre-empted"))
         {
-            assert!(i > at, "displaced scene {r} written before the detail {detail}");
+            assert!(
+                i > at,
+                "displaced scene {r} written before the detail {detail}"
+            );
             assert_ne!(r["status"], "spoken", "{r}");
         }
     }
@@ -150,7 +163,11 @@ fn sigterm_during_a_generation_exits_cleanly_within_two_seconds() {
     // systemd's stop contract for this service: out within 2 s, not a speed measurement
     let (st, took) = d.wait_exit(Duration::from_secs(10));
     assert!(st.success(), "exit {st}: {}", d.stderr());
-    assert!(took <= Duration::from_secs(2), "took {took:?}: {}", d.stderr());
+    assert!(
+        took <= Duration::from_secs(2),
+        "took {took:?}: {}",
+        d.stderr()
+    );
 
     let records = d.records(); // every line parses: nothing half-written
     let detail = of_kind(&records, "detail");

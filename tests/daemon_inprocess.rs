@@ -124,7 +124,10 @@ impl InProcess {
 
     fn stop(self) -> (Vec<Value>, Vec<String>) {
         let r = self.req(r#"{"cmd":"stop"}"#);
-        assert_eq!(r, serde_json::json!({"reply":"accepted","message":"stopping"}));
+        assert_eq!(
+            r,
+            serde_json::json!({"reply":"accepted","message":"stopping"})
+        );
         let stopped = self.handle.join().unwrap().unwrap();
         assert_eq!(stopped, Stopped::Requested);
         assert!(!self.socket.exists());
@@ -250,7 +253,10 @@ fn a_missing_camera_is_announced_once_and_the_daemon_keeps_running() {
     std::thread::sleep(Duration::from_millis(3500));
     let s = d.req(r#"{"cmd":"status"}"#);
     assert!(
-        s["source_state"].as_str().unwrap().contains("/dev/video987"),
+        s["source_state"]
+            .as_str()
+            .unwrap()
+            .contains("/dev/video987"),
         "{s}"
     );
     let r = d.req(r#"{"cmd":"describe"}"#);

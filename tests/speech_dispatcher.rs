@@ -69,7 +69,10 @@ fn start_server(root: &Path) -> (Server, PathBuf) {
     let sock = run.join("speech-dispatcher/speechd.sock");
     let t = Instant::now();
     while !sock.exists() {
-        assert!(t.elapsed() < Duration::from_secs(30), "no speech-dispatcher socket");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no speech-dispatcher socket"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     std::env::set_var("HOME", &home);
@@ -158,7 +161,10 @@ fn speech_dispatcher_speaks_stops_and_narrates_for_real() {
         ..Default::default()
     });
     let t = Instant::now();
-    while std::fs::read_to_string(&log_path).unwrap_or_default().is_empty() {
+    while std::fs::read_to_string(&log_path)
+        .unwrap_or_default()
+        .is_empty()
+    {
         assert!(t.elapsed() < Duration::from_secs(20), "no log line");
         std::thread::sleep(Duration::from_millis(20));
     }

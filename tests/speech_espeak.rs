@@ -16,7 +16,10 @@ use support::*;
 fn wait_done(s: &mut EspeakNg) {
     let t = Instant::now();
     while s.is_speaking().unwrap() {
-        assert!(t.elapsed() < Duration::from_secs(20), "espeak-ng did not finish");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "espeak-ng did not finish"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -47,7 +50,10 @@ fn espeak_ng_speaks_into_a_wav_file_at_the_configured_rate() {
     assert!(normal > 1.0, "{normal} s for a whole sentence");
     let slow = say(-100, text);
     let fast = say(100, text);
-    assert!(slow > normal && normal > fast, "slow {slow}, normal {normal}, fast {fast}");
+    assert!(
+        slow > normal && normal > fast,
+        "slow {slow}, normal {normal}, fast {fast}"
+    );
 }
 
 #[test]
@@ -65,7 +71,10 @@ fn espeak_ng_stops_when_told() {
     .unwrap();
     let long = "This sentence goes on and on. ".repeat(400);
     s.speak(&long, Kind::Detail).unwrap();
-    assert!(s.is_speaking().unwrap(), "a long text takes a while to synthesise");
+    assert!(
+        s.is_speaking().unwrap(),
+        "a long text takes a while to synthesise"
+    );
     s.stop().unwrap();
     assert!(!s.is_speaking().unwrap());
     // and it can speak again afterwards

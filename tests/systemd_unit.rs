@@ -23,7 +23,10 @@ fn the_unit_verifies_and_keeps_its_contract() {
     ] {
         assert!(unit.contains(line), "missing {line}");
     }
-    assert!(!unit.contains("PrivateDevices=yes"), "the camera and keyboards live in /dev");
+    assert!(
+        !unit.contains("PrivateDevices=yes"),
+        "the camera and keyboards live in /dev"
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("scenesay.service");
     std::fs::write(

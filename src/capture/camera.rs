@@ -40,11 +40,7 @@ pub fn device_index(device: &CameraDevice) -> Result<u32, CaptureError> {
 }
 
 fn index_from_name(p: &Path) -> Option<u32> {
-    p.file_name()?
-        .to_str()?
-        .strip_prefix("video")?
-        .parse()
-        .ok()
+    p.file_name()?.to_str()?.strip_prefix("video")?.parse().ok()
 }
 
 pub struct Camera {
@@ -80,7 +76,9 @@ impl Camera {
             ) {
                 Ok(mut cam) => {
                     cam.open_stream().map_err(|e| {
-                        err(format!("cannot start streaming: {e} (is another program using the camera?)"))
+                        err(format!(
+                            "cannot start streaming: {e} (is another program using the camera?)"
+                        ))
                     })?;
                     tracing::info!(
                         "camera {device}: {} ({})",

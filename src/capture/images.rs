@@ -31,7 +31,10 @@ pub fn natural_cmp(a: &str, b: &str) -> Ordering {
             (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
                 let da = a.find(|c: char| !c.is_ascii_digit()).unwrap_or(a.len());
                 let db = b.find(|c: char| !c.is_ascii_digit()).unwrap_or(b.len());
-                let (na, nb) = (a[..da].trim_start_matches('0'), b[..db].trim_start_matches('0'));
+                let (na, nb) = (
+                    a[..da].trim_start_matches('0'),
+                    b[..db].trim_start_matches('0'),
+                );
                 let o = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb));
                 if o != Ordering::Equal {
                     return o;
@@ -56,7 +59,10 @@ pub fn list(spec: &str) -> Result<Vec<PathBuf>, CaptureError> {
     let mut files: Vec<PathBuf> = if spec.contains(['*', '?', '[']) {
         let paths = glob::glob(spec)
             .map_err(|e| CaptureError::Images(format!("bad pattern {spec:?}: {e}")))?;
-        paths.filter_map(Result::ok).filter(|p| p.is_file()).collect()
+        paths
+            .filter_map(Result::ok)
+            .filter(|p| p.is_file())
+            .collect()
     } else if p.is_dir() {
         std::fs::read_dir(p)
             .map_err(|e| CaptureError::Images(format!("cannot read the folder {spec}: {e}")))?
@@ -194,11 +200,22 @@ mod tests {
         let spec = d.path().to_str().unwrap();
         let mut once = ImageSequence::open(spec, false, 1).unwrap();
         assert_eq!(once.files().len(), 3);
-        assert_eq!(shades(&mut once, 5), [Some(1), Some(2), Some(10), None, None]);
+        assert_eq!(
+            shades(&mut once, 5),
+            [Some(1), Some(2), Some(10), None, None]
+        );
         let mut looping = ImageSequence::open(spec, true, 2).unwrap();
         assert_eq!(
             shades(&mut looping, 7),
-            [Some(1), Some(1), Some(2), Some(2), Some(10), Some(10), Some(1)]
+            [
+                Some(1),
+                Some(1),
+                Some(2),
+                Some(2),
+                Some(10),
+                Some(10),
+                Some(1)
+            ]
         );
     }
 

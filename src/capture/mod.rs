@@ -72,9 +72,9 @@ pub fn open_source(cfg: &CaptureConfig) -> Result<Box<dyn FrameSource>, CaptureE
             cfg.repeat_each,
         )?),
         SourceKind::Video => Box::new(video::Video::open(&cfg.path, cfg.fps, cfg.looping)?),
-        SourceKind::TestPattern => Box::new(pattern::TestPattern::new(
-            cfg.width, cfg.height, cfg.fps,
-        )),
+        SourceKind::TestPattern => {
+            Box::new(pattern::TestPattern::new(cfg.width, cfg.height, cfg.fps))
+        }
     })
 }
 
@@ -88,13 +88,7 @@ pub struct FrameSlot {
 /// A one-frame channel: the receiver always finds the freshest frame.
 pub fn frame_slot() -> (FrameSlot, Receiver<Frame>) {
     let (tx, rx) = crossbeam_channel::bounded(1);
-    (
-        FrameSlot {
-            tx,
-            rx: rx.clone(),
-        },
-        rx,
-    )
+    (FrameSlot { tx, rx: rx.clone() }, rx)
 }
 
 /// The result of offering a frame.

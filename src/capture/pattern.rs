@@ -84,6 +84,10 @@ mod tests {
         assert_ne!(frames[4], frames[5]);
         assert_eq!(frames[5], frames[9]);
         assert_ne!(frames[9], frames[10]);
-        assert_eq!(frames[0], TestPattern::render(64, 48, 3), "cycles through three");
+        assert_eq!(
+            frames[0],
+            TestPattern::render(64, 48, 3),
+            "cycles through three"
+        );
     }
 }

@@ -73,11 +73,14 @@ pub fn probe(path: &Path) -> Result<VideoInfo, CaptureError> {
         )));
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
-        CaptureError::Video(format!("{}: unexpected ffprobe output: {e}", path.display()))
+        CaptureError::Video(format!(
+            "{}: unexpected ffprobe output: {e}",
+            path.display()
+        ))
     })?;
-    let stream = v["streams"].get(0).ok_or_else(|| {
-        CaptureError::Video(format!("{}: has no video stream", path.display()))
-    })?;
+    let stream = v["streams"]
+        .get(0)
+        .ok_or_else(|| CaptureError::Video(format!("{}: has no video stream", path.display())))?;
     let dim = |k: &str| stream[k].as_u64().filter(|x| *x > 0).map(|x| x as u32);
     let (Some(width), Some(height)) = (dim("width"), dim("height")) else {
         return Err(CaptureError::Video(format!(
@@ -259,7 +262,10 @@ mod tests {
 
     #[test]
     fn rates_and_sizes() {
-        assert_eq!(parse_rate("30000/1001").map(|r| (r * 100.0).round()), Some(2997.0));
+        assert_eq!(
+            parse_rate("30000/1001").map(|r| (r * 100.0).round()),
+            Some(2997.0)
+        );
         assert_eq!(parse_rate("25"), Some(25.0));
         assert_eq!(parse_rate("0/0"), None);
         assert_eq!(output_size(640, 480), (640, 480));
@@ -269,7 +275,9 @@ mod tests {
 
     #[test]
     fn missing_file_is_a_clear_error() {
-        let e = Video::open("/nonexistent/clip.mp4", 2.0, true).err().unwrap();
+        let e = Video::open("/nonexistent/clip.mp4", 2.0, true)
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("no such video file"), "{e}");
     }
 }

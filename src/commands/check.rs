@@ -305,7 +305,9 @@ fn check_log(r: &mut Report, config: &Config) {
         r.line(Level::Ok, "log", "narration log off", None);
         return;
     };
-    let ok = p.parent().is_some_and(|d| std::fs::create_dir_all(d).is_ok())
+    let ok = p
+        .parent()
+        .is_some_and(|d| std::fs::create_dir_all(d).is_ok())
         && std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -317,7 +319,10 @@ fn check_log(r: &mut Report, config: &Config) {
         r.line(
             Level::Warn,
             "log",
-            &format!("{}: cannot be written; narration works without it", p.display()),
+            &format!(
+                "{}: cannot be written; narration works without it",
+                p.display()
+            ),
             Some("set `[log] path` to a writable file"),
         )
     }

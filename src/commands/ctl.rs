@@ -68,8 +68,10 @@ fn socket_path(a: &Args) -> anyhow::Result<PathBuf> {
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
     if !(a.timeout > 0.0 && a.timeout.is_finite()) {
-        return Err(anyhow::anyhow!("--timeout must be a positive number of seconds"))
-            .exit_code(exit::USAGE);
+        return Err(anyhow::anyhow!(
+            "--timeout must be a positive number of seconds"
+        ))
+        .exit_code(exit::USAGE);
     }
     let path = socket_path(&a)?;
     let req = match &a.action {
@@ -104,7 +106,10 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         Response::Narration { text, .. } => println!("{text}"),
         Response::Status(s) => print_status(&s),
         Response::Error { code, message } => {
-            eprintln!("error: {message} ({})", serde_json::to_string(&code)?.trim_matches('"'));
+            eprintln!(
+                "error: {message} ({})",
+                serde_json::to_string(&code)?.trim_matches('"')
+            );
             return Ok(exit::FAILURE);
         }
     }
@@ -125,7 +130,10 @@ fn print_status(s: &StatusReport) {
         None => println!("  last         nothing said yet"),
     }
     for r in &s.recent_latencies {
-        let f = |x: Option<f64>| x.map(|v| format!("{v:.0} ms")).unwrap_or_else(|| "-".into());
+        let f = |x: Option<f64>| {
+            x.map(|v| format!("{v:.0} ms"))
+                .unwrap_or_else(|| "-".into())
+        };
         println!(
             "  latency      {:<7} first words {}, generation {}",
             r.kind.name(),

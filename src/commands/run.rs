@@ -51,7 +51,10 @@ pub fn load_model(dir: &std::path::Path, config: &Config) -> anyhow::Result<Fast
     }
     for (key, r) in [
         ("scene.resolution", config.scene.resolution),
-        ("describe.detail_resolution", config.describe.detail_resolution),
+        (
+            "describe.detail_resolution",
+            config.describe.detail_resolution,
+        ),
     ] {
         m.check_resolution(r)
             .with_context(|| format!("`{key}` does not suit this model"))

@@ -286,7 +286,7 @@ pub fn watch(
     let keys = mapper.main_keys();
     let mut devices: HashMap<PathBuf, (evdev::Device, KeyMapper)> = HashMap::new();
     let add = |found: Vec<(PathBuf, evdev::Device)>,
-                   devices: &mut HashMap<PathBuf, (evdev::Device, KeyMapper)>| {
+               devices: &mut HashMap<PathBuf, (evdev::Device, KeyMapper)>| {
         for (p, d) in found {
             if devices.contains_key(&p) {
                 continue;
@@ -443,7 +443,11 @@ mod tests {
     fn combo_needs_its_modifier_held_first() {
         assert_eq!(run(META_D, "+D -D"), "..");
         assert_eq!(run(META_D, "+LEFTMETA +D -D -LEFTMETA"), ".D..");
-        assert_eq!(run(META_D, "+RIGHTMETA +D"), "..", "KEY_LEFTMETA means the left key");
+        assert_eq!(
+            run(META_D, "+RIGHTMETA +D"),
+            "..",
+            "KEY_LEFTMETA means the left key"
+        );
         assert_eq!(run(META_D, "+D +LEFTMETA"), "..", "modifier after the key");
     }
 
@@ -477,7 +481,10 @@ mod tests {
         assert_eq!(c.key, KeyCode::KEY_D);
         assert_eq!(c.modifiers, vec![vec![KeyCode::KEY_LEFTMETA]]);
         assert_eq!(Combo::parse("f12").unwrap().key, KeyCode::KEY_F12);
-        assert_eq!(Combo::parse(" ctrl + d ").unwrap().modifiers, vec![CTRL.to_vec()]);
+        assert_eq!(
+            Combo::parse(" ctrl + d ").unwrap().modifiers,
+            vec![CTRL.to_vec()]
+        );
         assert_eq!(Combo::parse(""), Err(ComboError::Empty));
         assert_eq!(Combo::parse("KEY_A+"), Err(ComboError::Empty));
         assert!(matches!(

@@ -82,7 +82,9 @@ pub enum ErrorCode {
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum Response {
     /// Done (pause, resume, stop), or queued (describe / ask without `wait`).
-    Accepted { message: String },
+    Accepted {
+        message: String,
+    },
     /// A description or an answer, as spoken.
     Narration {
         kind: Kind,
@@ -95,7 +97,10 @@ pub enum Response {
     },
     /// See [`StatusReport`].
     Status(StatusReport),
-    Error { code: ErrorCode, message: String },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 impl Response {
@@ -161,18 +166,44 @@ pub struct StatusReport {
     pub recent_latencies: Vec<RecentLatency>,
 }
 
-/// Parses one request line; the error is the reply to send.
-pub fn parse_request(line: &[u8]) -> Result<Request, Response> {
+/// A request that cannot be served, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RequestError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl RequestError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<RequestError> for Response {
+    fn from(e: RequestError) -> Self {
+        Response::Error {
+            code: e.code,
+            message: e.message,
+        }
+    }
+}
+
+/// Parses one request line; the error becomes the reply.
+pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
     if line.len() > MAX_LINE {
-        return Err(Response::error(
+        return Err(RequestError::new(
             ErrorCode::TooLong,
             format!("request longer than {MAX_LINE} bytes"),
         ));
     }
     let text = std::str::from_utf8(line)
-        .map_err(|_| Response::error(ErrorCode::BadRequest, "request is not valid UTF-8"))?;
+        .map_err(|_| RequestError::new(ErrorCode::BadRequest, "request is not valid UTF-8"))?;
     let req: Request = serde_json::from_str(text.trim()).map_err(|e| {
-        Response::error(
+        RequestError::new(
             ErrorCode::BadRequest,
             format!(
                 "{e}; a request is one JSON object per line such as {{\"cmd\":\"status\"}} (commands: describe, ask, repeat, pause, resume, status, stop)"
@@ -181,7 +212,10 @@ pub fn parse_request(line: &[u8]) -> Result<Request, Response> {
     })?;
     if let Request::Ask { question, .. } = &req {
         if question.trim().is_empty() {
-            return Err(Response::error(ErrorCode::BadRequest, "the question is empty"));
+            return Err(RequestError::new(
+                ErrorCode::BadRequest,
+                "the question is empty",
+            ));
         }
     }
     Ok(req)
@@ -233,7 +267,7 @@ mod tests {
 
     fn code(line: &[u8]) -> ErrorCode {
         match parse_request(line) {
-            Err(Response::Error { code, .. }) => code,
+            Err(RequestError { code, .. }) => code,
             other => panic!("expected an error, got {other:?}"),
         }
     }
@@ -243,9 +277,18 @@ mod tests {
         assert_eq!(code(b"hello"), ErrorCode::BadRequest);
         assert_eq!(code(br#"{"cmd":"dance"}"#), ErrorCode::BadRequest);
         assert_eq!(code(br#"{"cmd":"ask"}"#), ErrorCode::BadRequest);
-        assert_eq!(code(br#"{"cmd":"ask","question":"  "}"#), ErrorCode::BadRequest);
-        assert_eq!(code(br#"{"cmd":"status","extra":1}"#), ErrorCode::BadRequest);
-        assert_eq!(code(br#"{"cmd":"describe","wait":"yes"}"#), ErrorCode::BadRequest);
+        assert_eq!(
+            code(br#"{"cmd":"ask","question":"  "}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(br#"{"cmd":"status","extra":1}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(br#"{"cmd":"describe","wait":"yes"}"#),
+            ErrorCode::BadRequest
+        );
         assert_eq!(code(b"{\"cmd\":\"st\xffatus\"}"), ErrorCode::BadRequest);
         assert_eq!(code(&vec![b' '; MAX_LINE + 1]), ErrorCode::TooLong);
         assert_eq!(code(br#"{"cmd":"status""#), ErrorCode::BadRequest);

@@ -163,7 +163,7 @@ async fn connection(stream: tokio::net::UnixStream, h: Handles) -> std::io::Resu
         }
         let resp = match parse_request(&buf) {
             Ok(req) => handle(req, &h).await,
-            Err(resp) => resp,
+            Err(e) => e.into(),
         };
         write_response(&mut w, &resp).await?;
     }
@@ -206,7 +206,6 @@ pub async fn handle(req: Request, h: &Handles) -> Response {
     if !wait {
         return Response::accepted(queued);
     }
-    rx.await.unwrap_or_else(|_| {
-        Response::error(ErrorCode::ShuttingDown, "scenesay is shutting down")
-    })
+    rx.await
+        .unwrap_or_else(|_| Response::error(ErrorCode::ShuttingDown, "scenesay is shutting down"))
 }

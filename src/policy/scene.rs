@@ -235,10 +235,7 @@ mod tests {
     #[test]
     fn cooldown_delays_the_next_narration() {
         // narrated at t=2; b settles at t=4 but cooldown lasts until t=12
-        assert_eq!(
-            run(0.1, 2, 10.0, "a a b b b@11.9 b@12 b@13"),
-            "~N~ccN."
-        );
+        assert_eq!(run(0.1, 2, 10.0, "a a b b b@11.9 b@12 b@13"), "~N~ccN.");
     }
 
     #[test]
@@ -254,7 +251,10 @@ mod tests {
             cooldown: Duration::from_secs(100),
         });
         w.seen(emb("b"));
-        assert!(matches!(w.observe(&emb("b"), Duration::ZERO), Verdict::Same { .. }));
+        assert!(matches!(
+            w.observe(&emb("b"), Duration::ZERO),
+            Verdict::Same { .. }
+        ));
         assert!(matches!(
             w.observe(&emb("c"), Duration::ZERO),
             Verdict::Narrate { .. }

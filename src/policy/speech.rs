@@ -393,7 +393,10 @@ mod tests {
 
     #[test]
     fn first_sentence_is_said_before_the_rest_arrives() {
-        assert_eq!(sim("scene1 1:One. t+1 t+1 1:Two. done end1"), "say 1:One. | say 1:Two.");
+        assert_eq!(
+            sim("scene1 1:One. t+1 t+1 1:Two. done end1"),
+            "say 1:One. | say 1:Two."
+        );
     }
 
     #[test]
@@ -451,10 +454,7 @@ mod tests {
             sim("detail1 1:Long_detail. scene2 2:Old_scene. t+11 done"),
             "say 1:Long detail. | drop 2:Old scene. (stale)"
         );
-        assert_eq!(
-            sim("scene1 t+11 1:Too_late."),
-            "drop 1:Too late. (stale)"
-        );
+        assert_eq!(sim("scene1 t+11 1:Too_late."), "drop 1:Too late. (stale)");
     }
 
     #[test]

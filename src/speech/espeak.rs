@@ -114,12 +114,14 @@ impl EspeakNg {
         match child.try_wait() {
             Ok(None) => Ok(true),
             Ok(Some(status)) => {
-                let mut child = self.child.take().expect("present");
+                // already reaped by try_wait; only its error output is left to read
+                let stderr = child.stderr.take();
+                self.child = None;
                 if status.success() {
                     return Ok(false);
                 }
                 let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
+                if let Some(mut e) = stderr {
                     let _ = e.read_to_string(&mut err);
                 }
                 Err(SpeechError::Failed {

@@ -44,12 +44,6 @@ pub struct NarrationEnd {
     pub first_text: Option<Instant>,
 }
 
-impl Default for NarrationId {
-    fn default() -> Self {
-        NarrationId(0)
-    }
-}
-
 #[derive(Debug)]
 struct Entry {
     meta: NarrationMeta,
@@ -288,7 +282,11 @@ fn record(e: Entry, forced: Option<&str>) -> Record {
         id: e.meta.id,
         kind: e.meta.kind,
         status,
-        reason: if status == Status::Spoken { None } else { reason },
+        reason: if status == Status::Spoken {
+            None
+        } else {
+            reason
+        },
         text: text.trim().to_string(),
         question: e.meta.question,
         resolution: e.meta.resolution,
@@ -349,13 +347,7 @@ mod tests {
     }
 
     fn line(r: &Record) -> String {
-        format!(
-            "{}:{}:{:?}",
-            r.id,
-            r.kind.name(),
-            r.status
-        )
-        .to_lowercase()
+        format!("{}:{}:{:?}", r.id, r.kind.name(), r.status).to_lowercase()
     }
 
     #[test]
@@ -416,9 +408,15 @@ mod tests {
         l.end(end(2, "A kitchen."));
         l.begin(meta(3, Kind::Detail));
         l.stopped(&n, &DropReason::Superseded(NarrationId(3)));
-        l.dropped(&chunk(2, Kind::Scene, "A kitchen."), "superseded by request 3");
+        l.dropped(
+            &chunk(2, Kind::Scene, "A kitchen."),
+            "superseded by request 3",
+        );
         let r = l.take_ready();
-        assert_eq!(r.iter().map(line).collect::<Vec<_>>(), ["1:notice:interrupted"]);
+        assert_eq!(
+            r.iter().map(line).collect::<Vec<_>>(),
+            ["1:notice:interrupted"]
+        );
         l.chunk(NarrationId(3), "Detail.");
         let d = chunk(3, Kind::Detail, "Detail.");
         l.spoke(&d, Instant::now());
@@ -444,7 +442,10 @@ mod tests {
         l.finished(&cue);
         l.end(end(1, ""));
         let r = l.take_ready();
-        assert_eq!(r.iter().map(line).collect::<Vec<_>>(), ["1:detail:suppressed"]);
+        assert_eq!(
+            r.iter().map(line).collect::<Vec<_>>(),
+            ["1:detail:suppressed"]
+        );
         assert!(r[0].reason.as_deref().unwrap().contains("nothing to say"));
         assert!(r[0].latency_ms.first_speech.is_none());
     }
@@ -463,7 +464,11 @@ mod tests {
         let r = l.drain_all("shutdown");
         assert_eq!(
             r.iter().map(line).collect::<Vec<_>>(),
-            ["3:notice:suppressed", "1:scene:interrupted", "2:detail:suppressed"]
+            [
+                "3:notice:suppressed",
+                "1:scene:interrupted",
+                "2:detail:suppressed"
+            ]
         );
         assert_eq!(r[1].reason.as_deref(), Some("shutdown"));
         assert!(r[1].cancelled);

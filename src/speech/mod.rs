@@ -62,9 +62,8 @@ pub fn open_sink(cfg: &SpeechConfig) -> (Box<dyn SpeechSink>, Option<String>) {
     for b in order {
         match open_backend(*b, cfg) {
             Ok(s) => {
-                let note = (!why.is_empty()).then(|| {
-                    format!("{}; using {} instead", why.join("; "), s.name())
-                });
+                let note = (!why.is_empty())
+                    .then(|| format!("{}; using {} instead", why.join("; "), s.name()));
                 return (s, note);
             }
             Err(e) => why.push(e.to_string()),

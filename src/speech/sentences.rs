@@ -125,7 +125,10 @@ mod tests {
     fn sentences_come_out_as_soon_as_they_end() {
         let mut s = SentenceSplitter::default();
         assert!(s.push("A kitchen").is_empty());
-        assert!(s.push(" with a table.").is_empty(), "needs the following space");
+        assert!(
+            s.push(" with a table.").is_empty(),
+            "needs the following space"
+        );
         assert_eq!(s.push(" A cat"), vec!["A kitchen with a table."]);
         assert_eq!(s.push(" sleeps! Next"), vec!["A cat sleeps!"]);
         assert_eq!(s.finish(), Some("Next".to_string()));

@@ -18,7 +18,10 @@ use crate::status::{Clock, Stats};
 #[derive(Debug, Clone)]
 pub enum SpeechMsg {
     Begin(NarrationMeta),
-    Text { id: NarrationId, text: String },
+    Text {
+        id: NarrationId,
+        text: String,
+    },
     End(NarrationEnd),
     /// Stop talking and drop everything queued.
     Silence,

@@ -31,16 +31,24 @@ pub type Reply = tokio::sync::oneshot::Sender<Response>;
 #[derive(Debug)]
 pub enum Trigger {
     /// Describe the freshest frame in detail.
-    Detail { reply: Option<Reply> },
+    Detail {
+        reply: Option<Reply>,
+    },
     /// Answer a question about the freshest frame.
     Ask {
         question: String,
         reply: Option<Reply>,
     },
     /// Say the last narration again.
-    Repeat { reply: Option<Reply> },
-    Pause { reply: Option<Reply> },
-    Resume { reply: Option<Reply> },
+    Repeat {
+        reply: Option<Reply>,
+    },
+    Pause {
+        reply: Option<Reply>,
+    },
+    Resume {
+        reply: Option<Reply>,
+    },
     /// Pause when narrating, resume when paused (a hotkey).
     TogglePause,
 }
@@ -173,9 +181,10 @@ impl Worker {
             if self.stop.is_set() {
                 break;
             }
-            if let Some(t) = next.take().or_else(|| {
-                (!self.deferred.is_empty()).then(|| self.deferred.remove(0))
-            }) {
+            if let Some(t) = next
+                .take()
+                .or_else(|| (!self.deferred.is_empty()).then(|| self.deferred.remove(0)))
+            {
                 next = self.on_trigger(t, &frames, &triggers);
                 continue;
             }
@@ -233,7 +242,10 @@ impl Worker {
             Err(e) => {
                 self.embed_failures += 1;
                 if self.embed_failures == 1 {
-                    tracing::warn!("frame {}: cannot compute its scene embedding: {e:#}", frame.number);
+                    tracing::warn!(
+                        "frame {}: cannot compute its scene embedding: {e:#}",
+                        frame.number
+                    );
                 }
                 None
             }
@@ -518,7 +530,10 @@ impl Worker {
         let (text, cancelled, tokens, timings, stopped) = match result {
             Ok(d) => {
                 let stopped = if preempted_by.is_some() {
-                    Some((ErrorCode::Superseded, "pre-empted by a newer request".to_string()))
+                    Some((
+                        ErrorCode::Superseded,
+                        "pre-empted by a newer request".to_string(),
+                    ))
                 } else if d.cancelled || stopping {
                     Some((ErrorCode::ShuttingDown, "shutdown".to_string()))
                 } else {
@@ -602,5 +617,8 @@ fn answer_shutdown(t: Trigger) {
         | Trigger::Resume { reply } => reply,
         Trigger::TogglePause => None,
     };
-    reply(r, Response::error(ErrorCode::ShuttingDown, "scenesay is shutting down"));
+    reply(
+        r,
+        Response::error(ErrorCode::ShuttingDown, "scenesay is shutting down"),
+    );
 }

@@ -36,7 +36,10 @@ pub fn frames(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
 pub fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let t = Instant::now();
     while !cond() {
-        assert!(t.elapsed() < limit, "gave up waiting ({limit:?}) for: {what}");
+        assert!(
+            t.elapsed() < limit,
+            "gave up waiting ({limit:?}) for: {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
