@@ -30,7 +30,7 @@ fn a_scene_change_gives_exactly_one_narration_and_repeats_give_none() {
     let cfg = config_text(
         dir.path(),
         &format!(
-            "source = \"images\"\npath = \"{}\"\nfps = 10\nloop = false\nrepeat_each = 10",
+            "source = \"images\"\npath = \"{}\"\nfps = 10\nloop = false\nrepeat_each = 20",
             frames.display()
         ),
         "[scene]\nchange_threshold = 0.02\nstable_frames = 2\ncooldown_s = 0\n\n[describe]\nscene_max_tokens = 8",
@@ -38,7 +38,7 @@ fn a_scene_change_gives_exactly_one_narration_and_repeats_give_none() {
     let mut d = Daemon::start(dir, &cfg);
     wait_until_all_frames_seen(&d);
     let status = d.status();
-    assert_eq!(status["frames"]["captured"], 20, "{status}");
+    assert_eq!(status["frames"]["captured"], 40, "{status}");
     d.stop();
 
     let records = d.records();
@@ -47,10 +47,10 @@ fn a_scene_change_gives_exactly_one_narration_and_repeats_give_none() {
         .iter()
         .map(|r| r["frame"].as_u64().unwrap())
         .collect();
-    // frames 1–10 show the landscape, 11–20 the text page: one narration each, none for repeats
+    // frames 1–20 show the landscape, 21–40 the text page: one narration each, none for repeats
     assert_eq!(scenes.len(), 2, "scene lines: {scenes:#?}");
-    assert!((1..=10).contains(&frames[0]), "{frames:?}");
-    assert!((11..=20).contains(&frames[1]), "{frames:?}");
+    assert!((1..=20).contains(&frames[0]), "{frames:?}");
+    assert!((21..=40).contains(&frames[1]), "{frames:?}");
     for s in &scenes {
         assert_eq!(s["status"], "spoken", "{s}");
         assert_eq!(s["resolution"], 256, "{s}");
@@ -196,4 +196,52 @@ fn a_second_daemon_on_the_same_socket_is_refused() {
     assert!(d.socket.exists(), "the first daemon's socket is left alone");
     assert_eq!(d.status()["reply"], "status");
     d.stop();
+}
+
+#[test]
+fn systemd_hears_ready_watchdog_status_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let cfg = config_text(dir.path(), "source = \"test-pattern\"\nfps = 5", "");
+    let cfg_path = dir.path().join("config.toml");
+    std::fs::write(&cfg_path, &cfg).unwrap();
+    // systemd sets WATCHDOG_PID to the service's pid: exec keeps the shell's
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("WATCHDOG_PID=$$ exec \"$0\" run --config \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_scenesay"))
+        .arg(&cfg_path)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "1500000")
+        .env("HOME", dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut got: Vec<String> = vec![];
+    let mut buf = [0u8; 4096];
+    let mut seen = |want: &str, got: &mut Vec<String>| loop {
+        if got.iter().any(|m| m.lines().any(|l| l.starts_with(want))) {
+            return;
+        }
+        let n = notify
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no {want} from the daemon ({e}); got {got:?}"));
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    };
+    seen("READY=1", &mut got);
+    seen("WATCHDOG=1", &mut got);
+    seen("STATUS=watching;", &mut got);
+    let socket = dir.path().join("scenesay.sock");
+    assert_eq!(request(&socket, r#"{"cmd":"stop"}"#)["reply"], "accepted");
+    seen("STOPPING=1", &mut got);
+    assert!(child.wait().unwrap().success());
+    let ready = got.iter().position(|m| m.contains("READY=1")).unwrap();
+    let watchdog = got.iter().position(|m| m.contains("WATCHDOG=1")).unwrap();
+    assert!(ready < watchdog, "{got:?}");
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -372,11 +372,6 @@ pub fn watch(
             devices.remove(&p);
         }
     }
-}
-
-/// Is `path` a readable input device? (for `scenesay check`)
-pub fn readable(path: &Path) -> bool {
-    evdev::Device::open(path).is_ok()
 }
 
 #[cfg(test)]

@@ -54,11 +54,13 @@ impl std::fmt::Display for DropReason {
 /// Something that happened.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// A narration starts being generated.
+    /// A narration starts being generated. `acknowledge`: say the acknowledgement cue first (a
+    /// request the model must work on, not a repeat).
     Begin {
         id: NarrationId,
         priority: Priority,
         born: Duration,
+        acknowledge: bool,
     },
     /// A sentence of a narration is ready.
     Chunk(Chunk),
@@ -192,7 +194,12 @@ impl SpeechQueue {
     pub fn on(&mut self, event: Event, now: Duration) -> Vec<Action> {
         let mut out = vec![];
         match event {
-            Event::Begin { id, priority, born } => {
+            Event::Begin {
+                id,
+                priority,
+                born,
+                acknowledge,
+            } => {
                 self.open.insert(id, priority);
                 if priority == Priority::User {
                     let reason = DropReason::Superseded(id);
@@ -218,7 +225,7 @@ impl SpeechQueue {
                     for o in others {
                         self.close(o, reason.clone());
                     }
-                    if let Some(text) = self.acknowledge.clone() {
+                    if let Some(text) = self.acknowledge.clone().filter(|_| acknowledge) {
                         self.queue.push_front(Chunk {
                             id,
                             priority,
@@ -299,7 +306,7 @@ mod tests {
     use super::*;
 
     /// Script → transcript simulator. Tokens:
-    /// - `scene1` / `detail2` / `notice3` / `answer4`: narration N begins (scenes are born "now")
+    /// - `scene1` / `detail2` / `notice3` / `answer4` / `repeat5`: narration N begins (born "now")
     /// - `1:text`: a sentence of narration 1 (underscores become spaces)
     /// - `end1`: narration 1 ends
     /// - `done`: the backend finished what it was saying
@@ -345,7 +352,7 @@ mod tests {
                 let priority = match kind {
                     "scene" => Priority::Scene,
                     "notice" => Priority::Notice,
-                    "detail" | "answer" => Priority::User,
+                    "detail" | "answer" | "repeat" => Priority::User,
                     other => panic!("unknown token {other}"),
                 };
                 let id: u64 = n.parse().unwrap();
@@ -354,6 +361,7 @@ mod tests {
                     id: NarrationId(id),
                     priority,
                     born: now,
+                    acknowledge: kind != "repeat",
                 }
             };
             let acts = q.on(ev, now);
@@ -428,6 +436,14 @@ mod tests {
         assert_eq!(
             sim_with("scene1 1:S. detail2 2:D. done done", Some("Looking.")),
             "say 1:S. | stop 1:S., say 2:Looking. | say 2:D."
+        );
+    }
+
+    #[test]
+    fn a_repeat_interrupts_without_the_cue() {
+        assert_eq!(
+            sim_with("scene1 1:S. repeat2 2:Again. done", Some("Looking.")),
+            "say 1:S. | stop 1:S. | say 2:Again."
         );
     }
 

@@ -206,6 +206,7 @@ impl SpeechService {
                     id: meta.id,
                     priority: meta.priority,
                     born: self.clock.at(meta.trigger),
+                    acknowledge: matches!(meta.kind, Kind::Detail | Kind::Answer) && !meta.repeat,
                 };
                 self.ledger.begin(meta);
                 let acts = self.policy.on(ev, now);
