@@ -1,6 +1,7 @@
 //! `scenesay check`: is everything the daemon needs in place? One line per item — OK, WARN or
 //! FAIL — and for each problem, what to do.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -42,10 +43,13 @@ impl Report {
                 "FAIL"
             }
         };
-        println!("{tag:<5} {item:<9} {what}");
+        let mut text = format!("{tag:<5} {item:<9} {what}\n");
         if let Some(t) = todo {
-            println!("{:<15} → {t}", "");
+            text.push_str(&format!("{:<15} → {t}\n", ""));
         }
+        // a reader that went away (`| head`) is not an error
+        let mut o = std::io::stdout().lock();
+        let _ = o.write_all(text.as_bytes()).and_then(|_| o.flush());
     }
 }
 

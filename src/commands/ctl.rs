@@ -1,5 +1,7 @@
 //! `scenesay ctl`: talk to the running daemon over its control socket.
 
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -95,16 +97,16 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         Err(e) => return Err(e.into()),
     };
     if a.json {
-        println!("{}", serde_json::to_string(&resp)?);
+        emit(&format!("{}\n", serde_json::to_string(&resp)?));
         return Ok(match resp {
             Response::Error { .. } => exit::FAILURE,
             _ => exit::OK,
         });
     }
     match resp {
-        Response::Accepted { message } => println!("{message}"),
-        Response::Narration { text, .. } => println!("{text}"),
-        Response::Status(s) => print_status(&s),
+        Response::Accepted { message } => emit(&format!("{message}\n")),
+        Response::Narration { text, .. } => emit(&format!("{text}\n")),
+        Response::Status(s) => emit(&status_text(&s)),
         Response::Error { code, message } => {
             eprintln!(
                 "error: {message} ({})",
@@ -116,29 +118,45 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-fn print_status(s: &StatusReport) {
-    println!("scenesay {}: {}", s.version, s.state);
-    println!("  up for       {:.0} s", s.uptime_s);
-    println!("  source       {} ({})", s.source, s.source_state);
-    println!("  speech       {}", s.speech_backend);
-    println!(
+/// Prints to stdout; a reader that went away (`| head`) is not an error.
+fn emit(text: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(text.as_bytes()).and_then(|_| o.flush());
+}
+
+fn status_text(s: &StatusReport) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "scenesay {}: {}", s.version, s.state);
+    let _ = writeln!(o, "  up for       {:.0} s", s.uptime_s);
+    let _ = writeln!(o, "  source       {} ({})", s.source, s.source_state);
+    let _ = writeln!(o, "  speech       {}", s.speech_backend);
+    let _ = writeln!(
+        o,
         "  frames       {} captured, {} watched, {} described, {} dropped",
         s.frames.captured, s.frames.watched, s.frames.described, s.frames.dropped
     );
-    match &s.last_narration {
-        Some(l) => println!("  last         [{}] {} ({})", l.kind.name(), l.text, l.time),
-        None => println!("  last         nothing said yet"),
-    }
+    let _ = match &s.last_narration {
+        Some(l) => writeln!(
+            o,
+            "  last         [{}] {} ({})",
+            l.kind.name(),
+            l.text,
+            l.time
+        ),
+        None => writeln!(o, "  last         nothing said yet"),
+    };
     for r in &s.recent_latencies {
         let f = |x: Option<f64>| {
             x.map(|v| format!("{v:.0} ms"))
                 .unwrap_or_else(|| "-".into())
         };
-        println!(
+        let _ = writeln!(
+            o,
             "  latency      {:<7} first words {}, generation {}",
             r.kind.name(),
             f(r.latency_ms.first_speech),
             f(r.latency_ms.generation)
         );
     }
+    o
 }
