@@ -375,11 +375,11 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         scenes: 0,
         duration,
     };
+    let cancel = crate::signals::interrupt_flag();
     let mut track = Track::new(duration);
     // an empty, valid track from the start: the files are complete at every moment
     out.write_tracks(&track)?;
 
-    let cancel = crate::signals::interrupt_flag();
     let frames = media.into_frames(a.fps);
     let sum = track::narrate(
         &mut model,
@@ -396,11 +396,16 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         .flatten()
         .map(|p| p.display().to_string())
         .collect();
+    let end = track.media_end().unwrap_or_default();
     eprintln!(
-        "{} scene(s) described over {} of media ({} frames looked at){}{}",
+        "{} scene(s) described, {} frames looked at, {} of media{}{}",
         track.scenes().len(),
-        clock(track.media_end().unwrap_or_default()),
         sum.frames,
+        if sum.interrupted {
+            format!("{} of {}", clock(sum.reached.unwrap_or_default()), clock(end))
+        } else {
+            clock(end)
+        },
         if sum.problems > 0 {
             format!(", {} problem(s)", sum.problems)
         } else {

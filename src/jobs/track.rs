@@ -52,6 +52,11 @@ pub fn millis(t: Duration) -> Duration {
     Duration::from_millis((t.as_secs_f64() * 1000.0).round() as u64)
 }
 
+/// `t` cut to whole milliseconds: an end rounded this way is never later than `t`.
+fn millis_down(t: Duration) -> Duration {
+    Duration::from_millis(t.as_millis() as u64)
+}
+
 /// One described scene of the track.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scene {
@@ -83,7 +88,7 @@ impl Track {
     /// An empty track for media that lasts `media_end` (if known).
     pub fn new(media_end: Option<Duration>) -> Self {
         Self {
-            media_end: media_end.map(millis),
+            media_end: media_end.map(millis_down),
             scenes: vec![],
         }
     }
@@ -113,7 +118,7 @@ impl Track {
     /// is where the media ends when its duration was not known beforehand.
     pub fn finish(&mut self, fallback_end: Option<Duration>) -> Option<Scene> {
         if self.media_end.is_none() {
-            self.media_end = fallback_end.map(millis);
+            self.media_end = fallback_end.map(millis_down);
         }
         let media_end = self.media_end;
         self.scenes.last_mut().map(|last| {
@@ -229,7 +234,9 @@ pub fn narrate(
                 continue;
             }
         };
-        let Verdict::Narrate { distance } = watch.observe(&embedding, time) else {
+        let verdict = watch.observe(&embedding, time);
+        tracing::debug!("frame {} at {time:?}: {verdict:?}", sum.frames);
+        let Verdict::Narrate { distance } = verdict else {
             continue;
         };
         let number = track.scenes().len() + 1;
@@ -328,6 +335,12 @@ mod tests {
         let cues = t.cues();
         assert_eq!(cues.len(), 3);
         assert_eq!(subtitles::parse_srt(&subtitles::to_srt(&cues)).unwrap(), cues);
+    }
+
+    #[test]
+    fn the_media_end_is_never_rounded_up() {
+        let t = Track::new(Some(Duration::from_micros(4_012_700)));
+        assert_eq!(t.media_end(), Some(s(4012)));
     }
 
     #[test]
