@@ -853,7 +853,8 @@ mod tests {
         let e = check_weights(d.path()).unwrap_err();
         assert_eq!(e.len(), 1);
         assert!(
-            e[0].starts_with("model.safetensors: cut off:") && e[0].contains(&format!("of {size} bytes")),
+            e[0].starts_with("model.safetensors: cut off:")
+                && e[0].contains(&format!("of {size} bytes")),
             "{e:?}"
         );
         std::fs::write(&p, [bytes.clone(), vec![0]].concat()).unwrap();
@@ -878,7 +879,10 @@ mod tests {
         assert_eq!((info.files, info.bytes, info.tensors), (2, a + b, 4));
         std::fs::remove_file(d.path().join("model-00002-of-00002.safetensors")).unwrap();
         let e = check_weights(d.path()).unwrap_err();
-        assert!(e[0].starts_with("model-00002-of-00002.safetensors: cannot open"), "{e:?}");
+        assert!(
+            e[0].starts_with("model-00002-of-00002.safetensors: cannot open"),
+            "{e:?}"
+        );
     }
 
     #[test]

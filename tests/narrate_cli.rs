@@ -98,7 +98,10 @@ fn secs(v: &Value) -> Duration {
 fn assert_well_formed(cues: &[Cue], end: Duration) {
     for (i, c) in cues.iter().enumerate() {
         assert!(c.start < c.end, "cue {i} is empty: {cues:?}");
-        assert!(c.end <= end, "cue {i} ends after the media ({end:?}): {cues:?}");
+        assert!(
+            c.end <= end,
+            "cue {i} ends after the media ({end:?}): {cues:?}"
+        );
         if let Some(n) = cues.get(i + 1) {
             assert!(c.end <= n.start, "cue {i} overlaps the next: {cues:?}");
         }
@@ -119,7 +122,10 @@ fn read_track(srt: &Path, vtt: &Path, jsonl: &Path) -> (Vec<Cue>, Vec<Value>) {
     assert_eq!(times(&from_srt), from_json);
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(l["scene"], i + 1);
-        assert!(l["text"].is_string() && l["tokens"].as_u64().unwrap() > 0, "{l}");
+        assert!(
+            l["text"].is_string() && l["tokens"].as_u64().unwrap() > 0,
+            "{l}"
+        );
         assert!(l["timings"]["total_ms"].as_f64().unwrap() > 0.0, "{l}");
     }
     (from_srt, lines)
@@ -140,7 +146,14 @@ fn a_video_becomes_srt_vtt_and_json_lines_inside_its_duration() {
         .arg("--model")
         .arg(model_dir("apple"))
         // the tiny random model sees the two patterns about 0.07 apart; no cooldown for a 4 s clip
-        .args(["--change-threshold", "0.04", "--cooldown", "0", "--max-tokens", "4"])
+        .args([
+            "--change-threshold",
+            "0.04",
+            "--cooldown",
+            "0",
+            "--max-tokens",
+            "4",
+        ])
         .arg(&video)
         .arg("--srt")
         .arg(&srt)
@@ -149,8 +162,14 @@ fn a_video_becomes_srt_vtt_and_json_lines_inside_its_duration() {
         .arg("--jsonl")
         .arg(&jsonl));
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.is_empty(), "the JSON lines went to the file: {stdout}");
-    assert!(stderr.contains("2 scene(s) described, 8 frames looked at"), "{stderr}");
+    assert!(
+        stdout.is_empty(),
+        "the JSON lines went to the file: {stdout}"
+    );
+    assert!(
+        stderr.contains("2 scene(s) described, 8 frames looked at"),
+        "{stderr}"
+    );
 
     let (cues, lines) = read_track(&srt, &vtt, &jsonl);
     assert_well_formed(&cues, duration);
@@ -170,9 +189,11 @@ fn a_video_becomes_srt_vtt_and_json_lines_inside_its_duration() {
         "the last cue: its reading time, cut at the end of the video"
     );
     assert!(
-        std::fs::read_dir(dir.path())
+        std::fs::read_dir(dir.path()).unwrap().all(|e| !e
             .unwrap()
-            .all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".partial")),
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".partial")),
         "no temporary files left"
     );
 
@@ -223,7 +244,14 @@ fn a_folder_of_pictures_is_a_sequence_in_name_order() {
         c.arg("narrate")
             .arg("--model")
             .arg(model_dir("hf"))
-            .args(["--fps", "1", "--change-threshold", "0.03", "--cooldown", "0"])
+            .args([
+                "--fps",
+                "1",
+                "--change-threshold",
+                "0.03",
+                "--cooldown",
+                "0",
+            ])
             .args(["--max-tokens", "3"])
             .args(extra)
             .arg(&seq);
@@ -304,7 +332,10 @@ fn bad_input_and_options_are_clear_errors() {
         .args(["--change-threshold", "5"])
         .arg(&notes));
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("--change-threshold: 5 is not allowed"), "{stderr}");
+    assert!(
+        stderr.contains("--change-threshold: 5 is not allowed"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -314,7 +345,12 @@ fn ctrl_c_leaves_complete_files() {
     let video = ffmpeg(
         dir.path(),
         "long.mp4",
-        &["-f", "lavfi", "-i", "testsrc=size=96x64:rate=2:duration=900"],
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=96x64:rate=2:duration=900",
+        ],
     );
     let (srt, vtt, jsonl) = (
         dir.path().join("long.srt"),
@@ -325,7 +361,14 @@ fn ctrl_c_leaves_complete_files() {
         .arg("narrate")
         .arg("--model")
         .arg(model_dir("apple"))
-        .args(["--change-threshold", "0.01", "--cooldown", "0", "--max-tokens", "3"])
+        .args([
+            "--change-threshold",
+            "0.01",
+            "--cooldown",
+            "0",
+            "--max-tokens",
+            "3",
+        ])
         .arg(&video)
         .arg("--srt")
         .arg(&srt)

@@ -91,9 +91,9 @@ impl Media {
     fn open(input: &str, fps: f64) -> anyhow::Result<Media> {
         let p = Path::new(input);
         let picture = p.is_file()
-            && p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                images::EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
-            });
+            && p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| images::EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
         if picture || p.is_dir() || (!p.exists() && input.contains(['*', '?', '['])) {
             let files = images::list(input).exit_code(exit::NO_INPUT)?;
             return Ok(Media::Pictures(files));
@@ -181,7 +181,12 @@ fn seconds(t: Duration) -> f64 {
 /// `1:02:03.5`-style media time for messages.
 fn clock(t: Duration) -> String {
     let ms = t.as_millis();
-    let (h, m, s, d) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000 / 100);
+    let (h, m, s, d) = (
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000 / 100,
+    );
     if h > 0 {
         format!("{h}:{m:02}:{s:02}.{d}")
     } else {
@@ -257,20 +262,21 @@ impl Observer for Outputs {
             self.pb.set_length(number);
         }
         self.pb.set_position(number);
-        self.pb.set_message(format!(
-            "{}, {} scene(s)",
-            self.position(time),
-            self.scenes
-        ));
+        self.pb
+            .set_message(format!("{}, {} scene(s)", self.position(time), self.scenes));
     }
 
     fn describing(&mut self, number: usize, time: Duration) {
-        self.pb
-            .set_message(format!("{}, describing scene {number}", self.position(time)));
+        self.pb.set_message(format!(
+            "{}, describing scene {number}",
+            self.position(time)
+        ));
     }
 
     fn problem(&mut self, time: Option<Duration>, message: &str) {
-        let at = time.map(|t| format!("at {}: ", clock(t))).unwrap_or_default();
+        let at = time
+            .map(|t| format!("at {}: ", clock(t)))
+            .unwrap_or_default();
         self.pb.suspend(|| eprintln!("warning: {at}{message}"));
     }
 
@@ -361,7 +367,9 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     };
 
     let jsonl: Box<dyn Write> = match &a.jsonl {
-        Some(p) => Box::new(File::create(p).with_context(|| format!("cannot write {}", p.display()))?),
+        Some(p) => {
+            Box::new(File::create(p).with_context(|| format!("cannot write {}", p.display()))?)
+        }
         None if a.srt.is_none() && a.vtt.is_none() => Box::new(std::io::stdout()),
         None => Box::new(std::io::sink()),
     };
@@ -402,7 +410,11 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         track.scenes().len(),
         sum.frames,
         if sum.interrupted {
-            format!("{} of {}", clock(sum.reached.unwrap_or_default()), clock(end))
+            format!(
+                "{} of {}",
+                clock(sum.reached.unwrap_or_default()),
+                clock(end)
+            )
         } else {
             clock(end)
         },

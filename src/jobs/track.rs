@@ -292,7 +292,11 @@ mod tests {
         assert_eq!(reading_time("A cat."), MIN_CUE);
         // 60 characters at 15 a second
         assert_eq!(reading_time(&"x".repeat(60)), s(4000));
-        assert_eq!(reading_time(&"é".repeat(60)), s(4000), "characters, not bytes");
+        assert_eq!(
+            reading_time(&"é".repeat(60)),
+            s(4000),
+            "characters, not bytes"
+        );
     }
 
     #[test]
@@ -300,8 +304,14 @@ mod tests {
         let text = "x".repeat(60); // 4 s to read
         assert_eq!(cue_end(s(1000), &text, None, None), s(5000));
         assert_eq!(cue_end(s(1000), &text, Some(s(3000)), None), s(3000));
-        assert_eq!(cue_end(s(1000), &text, Some(s(9000)), Some(s(2500))), s(2500));
-        assert_eq!(cue_end(s(1000), &text, Some(s(9000)), Some(s(8000))), s(5000));
+        assert_eq!(
+            cue_end(s(1000), &text, Some(s(9000)), Some(s(2500))),
+            s(2500)
+        );
+        assert_eq!(
+            cue_end(s(1000), &text, Some(s(9000)), Some(s(8000))),
+            s(5000)
+        );
         assert_eq!(cue_end(s(3000), &text, None, Some(s(2000))), s(3000));
     }
 
@@ -334,7 +344,10 @@ mod tests {
         assert_eq!(last.end, s(20_000), "never past the end of the media");
         let cues = t.cues();
         assert_eq!(cues.len(), 3);
-        assert_eq!(subtitles::parse_srt(&subtitles::to_srt(&cues)).unwrap(), cues);
+        assert_eq!(
+            subtitles::parse_srt(&subtitles::to_srt(&cues)).unwrap(),
+            cues
+        );
     }
 
     #[test]
@@ -507,7 +520,13 @@ mod tests {
         let cues = track.cues();
         let got: Vec<(u64, u64, &str)> = cues
             .iter()
-            .map(|c| (c.start.as_millis() as u64, c.end.as_millis() as u64, c.text.as_str()))
+            .map(|c| {
+                (
+                    c.start.as_millis() as u64,
+                    c.end.as_millis() as u64,
+                    c.text.as_str(),
+                )
+            })
             .collect();
         // each colour settles on its second frame; a cue lasts its reading time (1.5 s at least)
         // unless the next scene or the end of the media comes first
