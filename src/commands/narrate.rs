@@ -26,6 +26,12 @@ use crate::subtitles;
     scenesay narrate holiday.mp4 --srt holiday.srt --vtt holiday.vtt --jsonl holiday.jsonl\n  \
     scenesay narrate --fps 1 --resolution 1024 --cooldown 5 talk.mkv --srt talk.ad.srt\n  \
     scenesay narrate frames/ --fps 1 --srt frames.srt      (one picture per second, name order)")]
+#[command(mut_arg("config", |a| a.help(
+    "Configuration file: `[scene]` (how a change is noticed), `[describe]` (what is asked) and \
+     `[model] path` (the default model). Default: the one `scenesay run` uses \
+     ($XDG_CONFIG_HOME/scenesay/config.toml, then /etc/scenesay/config.toml), else the built-in \
+     defaults. narrate always reads it."
+)))]
 pub struct Args {
     #[command(flatten)]
     pub model: ModelArgs,
@@ -45,7 +51,7 @@ pub struct Args {
 
     /// Frames per second of media looked at: a video is sampled at this rate; the pictures of a
     /// folder are taken as frames this far apart (1 = one picture per second).
-    #[arg(long, default_value_t = 2.0, value_name = "N")]
+    #[arg(long, default_value_t = 2.0, value_name = "N", allow_negative_numbers = true)]
     pub fps: f64,
 
     /// What to ask about each new scene. Default: the configuration's `[describe] scene_prompt`.
@@ -63,7 +69,7 @@ pub struct Args {
 
     /// A frame whose scene embedding is farther than this (cosine distance) from the last
     /// described scene is a change. Default: `[scene] change_threshold`.
-    #[arg(long, value_name = "X")]
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
     pub change_threshold: Option<f64>,
 
     /// Frames a change must hold before it is described. Default: `[scene] stable_frames`.
@@ -71,7 +77,7 @@ pub struct Args {
     pub stable_frames: Option<u32>,
 
     /// Least media time between two descriptions, in seconds. Default: `[scene] cooldown_s`.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub cooldown: Option<f64>,
 
     /// A video file (anything ffmpeg reads), or a folder or glob of pictures taken as a sequence
