@@ -51,7 +51,12 @@ pub struct Args {
 
     /// Frames per second of media looked at: a video is sampled at this rate; the pictures of a
     /// folder are taken as frames this far apart (1 = one picture per second).
-    #[arg(long, default_value_t = 2.0, value_name = "N", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        default_value_t = 2.0,
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
     pub fps: f64,
 
     /// What to ask about each new scene. Default: the configuration's `[describe] scene_prompt`.
