@@ -47,6 +47,16 @@ pub enum Request {
     },
     /// Say the last narration again.
     Repeat {},
+    /// Say what is different from the last description (at `detail_resolution`).
+    Changed {
+        #[serde(default = "yes", skip_serializing_if = "is_true")]
+        wait: bool,
+    },
+    /// Read out the text in view (at `read_resolution`).
+    Read {
+        #[serde(default = "yes", skip_serializing_if = "is_true")]
+        wait: bool,
+    },
     /// Stop scene narration (requests are still answered).
     Pause {},
     /// Resume scene narration.
@@ -206,7 +216,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
         RequestError::new(
             ErrorCode::BadRequest,
             format!(
-                "{e}; a request is one JSON object per line such as {{\"cmd\":\"status\"}} (commands: describe, ask, repeat, pause, resume, status, stop)"
+                "{e}; a request is one JSON object per line such as {{\"cmd\":\"status\"}} (commands: describe, ask, repeat, changed, read, pause, resume, status, stop)"
             ),
         )
     })?;
@@ -251,6 +261,8 @@ mod tests {
                 wait: true,
             },
             Request::Repeat {},
+            Request::Changed { wait: true },
+            Request::Read { wait: false },
             Request::Pause {},
             Request::Resume {},
             Request::Status {},
