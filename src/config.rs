@@ -196,7 +196,7 @@ impl Default for SceneConfig {
             max_per_minute: 4,
             settle_s: 20.0,
             settle_detail: false,
-            repeat_similarity: 0.6,
+            repeat_similarity: 0.7,
         }
     }
 }
@@ -613,7 +613,7 @@ impl Config {
             out.push(invalid(
                 "scene.repeat_similarity",
                 format!(
-                    "{} is not allowed: 0 (off) to 1 (only the very same words); 0.6 is usual",
+                    "{} is not allowed: 0 (off) to 1 (only the very same words); 0.7 is usual",
                     sc.repeat_similarity
                 ),
             ));
@@ -1006,6 +1006,41 @@ mod tests {
             c.model_dir(),
             Some(PathBuf::from("/nonexistent/dir/demo-model"))
         );
+    }
+
+    #[test]
+    fn narration_policy_keys_are_checked_and_located() {
+        let e = parse(
+            "[scene]\nmax_per_minute = 0\nrepeat_similarity = 1.5\n\n[describe]\nchanged_prompt = \"What changed?\"\n\n[guards]\ndark_mean = 300\nhold_frames = 0\n",
+        )
+        .unwrap_err();
+        let p = e.problems();
+        assert_eq!(p.len(), 5, "{e}");
+        let at: Vec<(usize, &str)> = p
+            .iter()
+            .map(|p| (p.line, p.message.split('`').nth(1).unwrap()))
+            .collect();
+        assert_eq!(
+            at,
+            [
+                (2, "scene.max_per_minute"),
+                (3, "scene.repeat_similarity"),
+                (6, "describe.changed_prompt"),
+                (9, "guards.dark_mean"),
+                (10, "guards.hold_frames"),
+            ]
+        );
+        assert!(p[2].message.contains("{previous}"), "{}", p[2].message);
+        let p = only_problem("[guards]\ndark = 10\n");
+        assert_eq!((p.line, p.column), (2, 1));
+        assert!(p.message.contains("dark_mean"), "{}", p.message);
+        let p = only_problem("[hotkey]\nread_key = \"KEY_NOPE\"\n");
+        assert!(p.message.contains("KEY_NOPE"), "{}", p.message);
+        let c = parse(
+            "[scene]\nsettle_detail = true\nrepeat_similarity = 0\n[guards]\nenabled = false\n",
+        )
+        .unwrap();
+        assert!(c.scene.settle_detail && !c.guards.enabled);
     }
 
     #[test]

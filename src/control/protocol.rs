@@ -133,7 +133,7 @@ impl Response {
 pub struct FrameCounts {
     /// Frames delivered by the source.
     pub captured: u64,
-    /// Frames the scene watch looked at (embedded).
+    /// Frames the scene watch looked at (view checks, then the embedding of a clear view).
     pub watched: u64,
     /// Frames the model described (scene, detail, answer).
     pub described: u64,

@@ -207,7 +207,7 @@ mod tests {
                 settle_detail: false,
             },
             guards: GuardConfig::default(),
-            repeat_similarity: 0.6,
+            repeat_similarity: 0.7,
         }
     }
 

@@ -277,7 +277,6 @@ impl Worker {
         {
             Ok(e) => {
                 self.embed_failures = 0;
-                Stats::inc(&self.stats.watched);
                 Some(e)
             }
             Err(e) => {
@@ -298,6 +297,7 @@ impl Worker {
         if self.paused {
             return None;
         }
+        Stats::inc(&self.stats.watched);
         let state = classify(&view_stats(&frame.image), &self.settings.policy.guards);
         let step = self.narrator.view(state);
         if let Some(n) = step.notice {
