@@ -207,7 +207,7 @@ impl Default for SceneConfig {
 pub struct DescribeConfig {
     pub scene_prompt: String,
     pub scene_max_tokens: usize,
-    /// While scenes change quickly (see `[scene] settle_s`).
+    /// While scenes change quickly (see `[scene] settle_s`); at most `scene_max_tokens` tokens.
     pub brief_prompt: String,
     pub brief_max_tokens: usize,
     pub detail_resolution: u32,

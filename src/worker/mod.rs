@@ -115,7 +115,8 @@ impl WorkerSettings {
             scene_prompt: d.scene_prompt.clone(),
             scene_max_tokens: d.scene_max_tokens,
             brief_prompt: d.brief_prompt.clone(),
-            brief_max_tokens: d.brief_max_tokens,
+            // brief is never longer than usual
+            brief_max_tokens: d.brief_max_tokens.min(d.scene_max_tokens),
             detail_resolution: d.detail_resolution,
             detail_prompt: d.detail_prompt.clone(),
             detail_max_tokens: d.detail_max_tokens,
