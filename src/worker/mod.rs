@@ -314,7 +314,7 @@ impl Worker {
         }
         let now = self.stats.clock.at(frame.captured);
         let verdict = self.narrator.observe(&e, now);
-        tracing::debug!("frame {}: {verdict:?}", frame.number);
+        tracing::debug!("frame {}: view clear, {verdict:?}", frame.number);
         let Verdict::Narrate { verbosity, .. } = verdict else {
             return None;
         };
