@@ -280,7 +280,7 @@ fn a_scene_that_says_the_same_in_other_words_is_suppressed_and_quick_changes_are
             ("3.png", checker(BLUE, DARK_BLUE)),
             ("4.png", RgbImage::new(64, 48)),
         ],
-        4,
+        6,
         "[scene]\nchange_threshold = 0.05\nstable_frames = 2\ncooldown_s = 0",
     );
     d.all_seen();
@@ -319,7 +319,7 @@ fn changed_compares_with_the_last_description_and_read_reads_at_its_resolution()
             ("1.png", checker(RED, DARK_RED)),
             ("2.png", checker(BLUE, DARK_BLUE)),
         ],
-        5,
+        6,
         "[scene]\nchange_threshold = 0.05\nstable_frames = 2\ncooldown_s = 0\nmax_per_minute = 1",
     );
     d.all_seen();

@@ -336,6 +336,17 @@ impl Worker {
             trigger: frame.captured,
             wall: SystemTime::now() - frame.captured.elapsed(),
         };
+        // a settled view is as fresh as the last frame that showed it unchanged: count the age of
+        // a fuller description (for `stale_s`) from now
+        let job = if verbosity == Verbosity::Full {
+            Job {
+                trigger: Instant::now(),
+                wall: SystemTime::now(),
+                ..job
+            }
+        } else {
+            job
+        };
         let out = self.narrate(job, triggers);
         if out.repeat.is_some() {
             self.narrator.repeated(e, now);
