@@ -21,6 +21,10 @@ pub enum Kind {
     Answer,
     /// A message from scenesay itself ("camera not found", "paused").
     Notice,
+    /// What is different from the last description (`scenesay ctl changed`).
+    Changed,
+    /// The text in view, read out (`scenesay ctl read`).
+    Read,
 }
 
 impl Kind {
@@ -30,6 +34,8 @@ impl Kind {
             Kind::Detail => "detail",
             Kind::Answer => "answer",
             Kind::Notice => "notice",
+            Kind::Changed => "changed",
+            Kind::Read => "read",
         }
     }
 }
