@@ -14,7 +14,7 @@ use std::time::Duration;
 use image::RgbImage;
 
 use crate::describer::{DescribeRequest, Describer, Timings};
-use crate::policy::scene::{SceneParams, SceneWatch, Verdict};
+use crate::policy::scene::{SceneParams, SceneWatch, Verbosity, Verdict};
 use crate::subtitles::Cue;
 
 /// Characters per second a cue is given for reading (a usual subtitling pace; speech at the normal
@@ -236,7 +236,7 @@ pub fn narrate(
         };
         let verdict = watch.observe(&embedding, time);
         tracing::debug!("frame {} at {time:?}: {verdict:?}", sum.frames);
-        let Verdict::Narrate { distance } = verdict else {
+        let Verdict::Narrate { distance, .. } = verdict else {
             continue;
         };
         let number = track.scenes().len() + 1;
@@ -247,7 +247,8 @@ pub fn narrate(
                 break;
             }
             Ok(d) => {
-                watch.narrated(embedding, time);
+                // the track always holds full (normal) descriptions, whatever the pace
+                watch.narrated(embedding, time, Verbosity::Normal);
                 let finalized = track.push(Scene {
                     number,
                     start: time,
@@ -469,6 +470,9 @@ mod tests {
                 change_threshold: 0.1,
                 stable_frames: 2,
                 cooldown: s(cooldown_ms),
+                max_per_minute: 0,
+                settle: s(20_000),
+                settle_detail: false,
             },
             watch_resolution: 64,
             request: DescribeRequest {
