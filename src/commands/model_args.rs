@@ -26,8 +26,9 @@ pub struct ModelArgs {
     pub config: Option<PathBuf>,
 
     /// Weight precision of the language model (the image encoder always computes in f32).
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
-    pub dtype: Precision,
+    /// Default: the configured `[model] dtype` when the configuration is read, else f32.
+    #[arg(long, value_enum)]
+    pub dtype: Option<Precision>,
 }
 
 impl ModelArgs {
@@ -61,11 +62,26 @@ impl ModelArgs {
         self.load_from(&self.resolve()?)
     }
 
+    /// The precision to load with: `--dtype`, else `[model] dtype` of the configuration when no
+    /// model is named on the command line (the configuration is then read anyway), else f32.
+    pub fn precision(&self) -> Precision {
+        if let Some(p) = self.dtype {
+            return p;
+        }
+        if self.named() {
+            return Precision::F32;
+        }
+        match super::run::load_config(self.config.as_deref()) {
+            Ok((config, _)) => config.model.dtype,
+            Err(_) => Precision::F32,
+        }
+    }
+
     /// Loads the model in `dir` (from [`Self::resolve_with`]).
     pub fn load_from(&self, dir: &Path) -> anyhow::Result<FastVlm> {
         tracing::info!("loading model from {}", dir.display());
         let t = std::time::Instant::now();
-        let m = FastVlm::load(dir, self.dtype)
+        let m = FastVlm::load(dir, self.precision())
             .with_context(|| format!("cannot load the model in {}", dir.display()))
             .exit_code(exit::MODEL_UNAVAILABLE)?;
         tracing::info!(
