@@ -28,7 +28,9 @@ use crate::control::server::{self, Handles};
 use crate::describer::Describer;
 use crate::narration::NarrationLog;
 use crate::signals::Flag;
+use crate::speech::resilient::Resilient;
 use crate::speech::service::{Speaker, SpeechService, SpeechSettings};
+use crate::speech::SpeechSink;
 use crate::status::{Clock, Stats};
 use crate::worker::{Trigger, Worker, WorkerSettings};
 
@@ -148,7 +150,11 @@ pub fn run(
     let speech_cfg = config.speech.clone();
     let speech_stats = stats.clone();
     let speech = spawn("speech", &ends_tx, move || {
-        let (sink, note) = crate::speech::open_sink(&speech_cfg);
+        let st = speech_stats.clone();
+        let (sink, note) = Resilient::open(
+            &speech_cfg,
+            Box::new(move |name| st.set_speech_backend(name)),
+        );
         if let Some(note) = note {
             tracing::warn!("speech: {note}");
         }
@@ -157,7 +163,8 @@ pub fn run(
             stale_after: Duration::from_secs_f64(speech_cfg.stale_s),
             acknowledge: speech_cfg.acknowledge.then(|| "Looking.".to_string()),
         };
-        SpeechService::new(sink, settings, log, speech_stats).run(speech_rx, speech_stop_rx);
+        SpeechService::new(Box::new(sink), settings, log, speech_stats)
+            .run(speech_rx, speech_stop_rx);
     })?;
     let speech = Some(speech);
 

@@ -109,7 +109,7 @@ pub struct SpeechService {
 
 /// How long an utterance may take before the backend is presumed stuck (it never reported the
 /// end): generous for the slowest speech rate.
-fn utterance_limit(text: &str) -> Duration {
+pub(crate) fn utterance_limit(text: &str) -> Duration {
     Duration::from_secs(5) + Duration::from_millis(200) * text.chars().count() as u32
 }
 
