@@ -68,6 +68,17 @@ pub const SHUTDOWN_DEADLINE: Duration = Duration::from_millis(1600);
 
 const TRIGGER_QUEUE: usize = 8;
 
+/// Threads without which the daemon is half alive: their end stops it (so systemd restarts it).
+/// The hotkey thread may end (no keyboard readable), SIGUSR1's only ends on shutdown.
+const ESSENTIAL: [&str; 4] = ["worker", "speech", "capture", "control"];
+
+/// How long a failing daemon waits for its failure notice to be said.
+const FAILURE_NOTICE_LIMIT: Duration = Duration::from_secs(5);
+
+/// Without a systemd watchdog, how long the worker may make no progress before it is reported
+/// stalled (log and STATUS=); with one, the watchdog interval.
+const STALL_LIMIT: Duration = Duration::from_secs(60);
+
 enum ThreadEnd {
     Exited(&'static str),
     Panicked(&'static str, String),
@@ -318,16 +329,17 @@ pub fn run(
         .unwrap_or(Duration::from_secs(5))
         .max(Duration::from_millis(100));
     let mut last_status = String::new();
+    let mut warned_stall = false;
     let stopped = loop {
         select! {
             recv(shutdown.rx) -> _ => break Stopped::Requested,
             recv(ends) -> e => match e {
                 Ok(ThreadEnd::Panicked(name, msg)) => {
                     tracing::error!("the {name} thread panicked: {msg}");
-                    speaker.notice("scenesay failed and is stopping.");
                     break Stopped::Failed(format!("the {name} thread panicked: {msg}"));
                 }
-                Ok(ThreadEnd::Exited(name)) if matches!(name, "worker" | "speech") => {
+                Ok(ThreadEnd::Exited(name)) if ESSENTIAL.contains(&name) => {
+                    tracing::error!("the {name} thread stopped unexpectedly");
                     break Stopped::Failed(format!("the {name} thread stopped unexpectedly"));
                 }
                 Ok(ThreadEnd::Exited(name)) => tracing::debug!("the {name} thread ended"),
@@ -335,18 +347,45 @@ pub fn run(
             },
             default(tick) => {},
         }
+        let idle = stats.since_beat();
         if let Some(w) = watchdog {
             // only while the worker makes progress: a hung worker must trip the watchdog
-            if stats.since_beat() < w {
+            if idle < w {
                 notify(&[sd_notify::NotifyState::Watchdog]);
             }
         }
-        let status = stats.summary();
+        let stalled = idle >= watchdog.unwrap_or(STALL_LIMIT);
+        if stalled && !warned_stall {
+            tracing::warn!(
+                "the worker has made no progress for {} s{}",
+                idle.as_secs(),
+                if watchdog.is_some() {
+                    "; the systemd watchdog will restart scenesay"
+                } else {
+                    ""
+                }
+            );
+        }
+        warned_stall = stalled;
+        let mut status = stats.summary();
+        if stalled {
+            status.push_str(&format!("; worker stalled for {} s", idle.as_secs()));
+        }
         if status != last_status {
             notify(&[sd_notify::NotifyState::Status(&status)]);
             last_status = status;
         }
     };
+
+    if let Stopped::Failed(_) = &stopped {
+        // no half-alive daemon: say so at once (when speech still works), then stop so systemd
+        // restarts it
+        speaker.silence();
+        speaker.notice("scenesay failed and is stopping.");
+        if !speaker.flush(FAILURE_NOTICE_LIMIT) {
+            tracing::warn!("the failure notice could not be said in time");
+        }
+    }
 
     // ordered shutdown
     let t0 = Instant::now();
