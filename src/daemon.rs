@@ -96,16 +96,18 @@ fn spawn(
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
             let _ = ends.send(match r {
                 Ok(()) => ThreadEnd::Exited(name),
-                Err(p) => ThreadEnd::Panicked(
-                    name,
-                    p.downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| p.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".into()),
-                ),
+                Err(p) => ThreadEnd::Panicked(name, panic_message(p.as_ref())),
             });
         })
         .with_context(|| format!("cannot start the {name} thread"))
+}
+
+/// The message a panic carried.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// Joins `h` unless `deadline` passes first.
@@ -200,7 +202,15 @@ pub fn run(
     };
     tracing::info!("control socket: {}", socket.display());
 
-    let describer = match load() {
+    // a loader that panics on a damaged checkpoint is a load failure like any other
+    let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)).unwrap_or_else(|p| {
+        Err(crate::exit::Exit::new(
+            crate::exit::MODEL_UNAVAILABLE,
+            anyhow::anyhow!("the model loader crashed: {}", panic_message(p.as_ref())),
+        )
+        .into())
+    });
+    let describer = match loaded {
         Ok(d) => d,
         Err(e) => {
             speaker.notice("scenesay cannot start: the model could not be loaded.");

@@ -418,3 +418,34 @@ fn a_panicking_thread_is_said_logged_and_stops_the_daemon_with_a_failure() {
         logged()
     );
 }
+
+#[test]
+fn a_model_loader_that_panics_is_a_model_failure_not_a_crash() {
+    log_lines();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(dir.path(), &picture_folder(dir.path()), "");
+    let path = dir.path().join("config.toml");
+    let config = Config::from_toml(&text, &path).unwrap();
+    let r = daemon::run(
+        &config,
+        || -> anyhow::Result<Box<dyn Describer>> {
+            panic!("index out of range in a damaged header")
+        },
+        Shutdown::new(),
+    );
+    let e = r.unwrap_err();
+    assert_eq!(
+        scenesay::exit::code_of(&e),
+        scenesay::exit::MODEL_UNAVAILABLE
+    );
+    assert!(
+        format!("{e:#}").contains("the model loader crashed: index out of range"),
+        "{e:#}"
+    );
+    assert!(!dir.path().join("scenesay.sock").exists());
+    let n = notices(&records(&dir.path().join("narration.jsonl")));
+    assert!(
+        n.contains(&"scenesay cannot start: the model could not be loaded.".to_string()),
+        "{n:?}"
+    );
+}
