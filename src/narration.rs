@@ -1,6 +1,7 @@
 //! Narrations and the narration log: one JSON line per spoken or suppressed narration (time, kind,
 //! status, text, resolution, frame number, latency figures), appended and flushed line by line so
-//! nothing is lost on a crash or shutdown. No image is ever written anywhere.
+//! nothing is lost on a crash or shutdown. No image is ever written anywhere; the log itself is
+//! created private (0600).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -146,15 +147,22 @@ fn identity(m: &std::fs::Metadata) -> (u64, u64) {
     (m.dev(), m.ino())
 }
 
+/// Opens `path` for appending; what it creates is private (folders 0700, the file 0600): the log
+/// tells what is around the user.
 fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir)?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
         }
     }
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(path)
 }
 
@@ -323,6 +331,17 @@ mod tests {
             lines[1]
         );
         assert!(!lines[1].contains("question"), "absent fields are left out");
+    }
+
+    #[test]
+    fn a_new_log_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state/scenesay/n.jsonl");
+        NarrationLog::open(&p).unwrap().append(&record("x"));
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&p), 0o600);
+        assert_eq!(mode(p.parent().unwrap()), 0o700);
     }
 
     #[test]
