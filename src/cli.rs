@@ -33,6 +33,9 @@ pub enum Command {
     Batch(commands::batch::Args),
     /// List the photos that show something ("a beach"), scored by asking the model yes or no.
     Search(commands::search::Args),
+    /// Write an audio-description track (SRT / WebVTT subtitles, JSON lines) for a video or a
+    /// picture sequence: the daemon's scene watch, at the media's own pace.
+    Narrate(commands::narrate::Args),
     /// Run the narration daemon: watch the camera, say when the scene changes, describe in detail
     /// on a hotkey, SIGUSR1 or `scenesay ctl describe`.
     Run(commands::run::Args),
@@ -50,6 +53,7 @@ impl Command {
             Command::Model(a) => commands::model::run(a),
             Command::Batch(a) => commands::batch::run(a),
             Command::Search(a) => commands::search::run(a),
+            Command::Narrate(a) => commands::narrate::run(a),
             Command::Run(a) => commands::run::run(a),
             Command::Ctl(a) => commands::ctl::run(a),
             Command::Check(a) => commands::check::run(a),

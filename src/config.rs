@@ -36,6 +36,8 @@ pub struct Config {
     pub hotkey: HotkeyConfig,
     pub control: ControlConfig,
     pub log: LogConfig,
+    /// `[guards]`: when the view is too dark, covered, bright or blurred to describe.
+    pub guards: crate::policy::guard::GuardConfig,
 }
 
 /// `[model]`: which checkpoint to run.
@@ -172,6 +174,16 @@ pub struct SceneConfig {
     pub stable_frames: u32,
     /// Least number of seconds between two scene narrations.
     pub cooldown_s: f64,
+    /// Most scene narrations in any minute.
+    pub max_per_minute: u32,
+    /// Seconds after which an unchanged view counts as settled: a scene that stayed for less is
+    /// followed by a brief description (`[describe] brief_prompt`).
+    pub settle_s: f64,
+    /// Once the view has settled, describe it once more, in full (`detail_prompt`).
+    pub settle_detail: bool,
+    /// A scene description at least this similar (0–1, shared content words) to the last one said
+    /// is not spoken; 0 = off.
+    pub repeat_similarity: f64,
 }
 
 impl Default for SceneConfig {
@@ -181,6 +193,10 @@ impl Default for SceneConfig {
             change_threshold: 0.10,
             stable_frames: 2,
             cooldown_s: 10.0,
+            max_per_minute: 4,
+            settle_s: 20.0,
+            settle_detail: false,
+            repeat_similarity: 0.7,
         }
     }
 }
@@ -191,25 +207,52 @@ impl Default for SceneConfig {
 pub struct DescribeConfig {
     pub scene_prompt: String,
     pub scene_max_tokens: usize,
+    /// While scenes change quickly (see `[scene] settle_s`); at most `scene_max_tokens` tokens.
+    pub brief_prompt: String,
+    pub brief_max_tokens: usize,
     pub detail_resolution: u32,
     pub detail_prompt: String,
-    /// Also the limit for answers to `scenesay ctl ask`.
+    /// Also the limit for answers to `scenesay ctl ask`, `changed` and `read`.
     pub detail_max_tokens: usize,
+    /// `scenesay ctl changed`: `{previous}` is replaced by the last description said.
+    pub changed_prompt: String,
+    /// `scenesay ctl read`: the text in view.
+    pub read_prompt: String,
+    pub read_resolution: u32,
     /// 1.0 = off; 1.1 discourages the model from repeating itself.
     pub repetition_penalty: f64,
 }
 
+/// The placeholder of `[describe] changed_prompt`.
+pub const PREVIOUS: &str = "{previous}";
+
 impl Default for DescribeConfig {
     fn default() -> Self {
         Self {
-            scene_prompt: "Describe what is in front of the camera in one short sentence.".into(),
+            scene_prompt: "In one short sentence, tell a blind person what is in front of them: \
+                           the main thing first, where it is (left, right or ahead), and any \
+                           sign or text in view."
+                .into(),
             scene_max_tokens: 40,
+            brief_prompt: "In a few words, name the main thing in front of a blind person and \
+                           where it is: left, right or ahead."
+                .into(),
+            brief_max_tokens: 12,
             detail_resolution: 1024,
-            detail_prompt:
-                "Describe this scene in detail for a blind person: the main objects and \
-                            where they are (left, right, ahead), people, and any text you can read."
-                    .into(),
+            detail_prompt: "Describe this view for a blind person, briefly and concretely: the \
+                            main objects and where they are (left, right, ahead, near or far), \
+                            any people and what they are doing, and read out any text."
+                .into(),
             detail_max_tokens: 256,
+            changed_prompt: "A moment ago a blind person was told: \"{previous}\" Look at the \
+                             view now and tell them in one or two short sentences only what is \
+                             different: what appeared, what is gone, what moved (left, right, \
+                             ahead). If nothing is different, say: Nothing has changed."
+                .into(),
+            read_prompt: "Read out all the text in view, exactly as written, from top to \
+                          bottom and left to right. If there is no text, say: No text in view."
+                .into(),
+            read_resolution: 1024,
             repetition_penalty: 1.0,
         }
     }
@@ -278,6 +321,10 @@ pub struct HotkeyConfig {
     pub repeat_key: String,
     /// Pause / resume scene narration; empty = none.
     pub pause_key: String,
+    /// What changed since the last description; empty = none.
+    pub changed_key: String,
+    /// Read the text in view; empty = none.
+    pub read_key: String,
     /// An input device path; empty = every keyboard under /dev/input.
     pub device: String,
 }
@@ -288,6 +335,8 @@ impl Default for HotkeyConfig {
             key: "KEY_F12".into(),
             repeat_key: String::new(),
             pause_key: String::new(),
+            changed_key: String::new(),
+            read_key: String::new(),
             device: String::new(),
         }
     }
@@ -545,16 +594,53 @@ impl Config {
                 format!("{} is not allowed: seconds from 0 to 86400", sc.cooldown_s),
             ));
         }
-        let d = &self.describe;
-        if d.scene_prompt.trim().is_empty() {
-            out.push(invalid("describe.scene_prompt", "the prompt is empty"));
+        if sc.max_per_minute == 0 || sc.max_per_minute > 600 {
+            out.push(invalid(
+                "scene.max_per_minute",
+                format!("{} is not allowed: use 1 to 600", sc.max_per_minute),
+            ));
         }
-        if d.detail_prompt.trim().is_empty() {
-            out.push(invalid("describe.detail_prompt", "the prompt is empty"));
+        if !(sc.settle_s > 0.0 && sc.settle_s <= 86_400.0) {
+            out.push(invalid(
+                "scene.settle_s",
+                format!(
+                    "{} is not allowed: seconds above 0, at most 86400",
+                    sc.settle_s
+                ),
+            ));
+        }
+        if !(0.0..=1.0).contains(&sc.repeat_similarity) {
+            out.push(invalid(
+                "scene.repeat_similarity",
+                format!(
+                    "{} is not allowed: 0 (off) to 1 (only the very same words); 0.7 is usual",
+                    sc.repeat_similarity
+                ),
+            ));
+        }
+        let d = &self.describe;
+        for (key, prompt) in [
+            ("describe.scene_prompt", &d.scene_prompt),
+            ("describe.brief_prompt", &d.brief_prompt),
+            ("describe.detail_prompt", &d.detail_prompt),
+            ("describe.changed_prompt", &d.changed_prompt),
+            ("describe.read_prompt", &d.read_prompt),
+        ] {
+            if prompt.trim().is_empty() {
+                out.push(invalid(key, "the prompt is empty"));
+            }
+        }
+        if !d.changed_prompt.trim().is_empty() && !d.changed_prompt.contains(PREVIOUS) {
+            out.push(invalid(
+                "describe.changed_prompt",
+                format!("the prompt must contain {PREVIOUS}, where the last description said goes"),
+            ));
         }
         check_tokens("describe.scene_max_tokens", d.scene_max_tokens, &mut out);
+        check_tokens("describe.brief_max_tokens", d.brief_max_tokens, &mut out);
         check_tokens("describe.detail_max_tokens", d.detail_max_tokens, &mut out);
         check_resolution("describe.detail_resolution", d.detail_resolution, &mut out);
+        check_resolution("describe.read_resolution", d.read_resolution, &mut out);
         if !(d.repetition_penalty > 0.0 && d.repetition_penalty <= 10.0) {
             out.push(invalid(
                 "describe.repetition_penalty",
@@ -596,12 +682,35 @@ impl Config {
             ("hotkey.key", &h.key),
             ("hotkey.repeat_key", &h.repeat_key),
             ("hotkey.pause_key", &h.pause_key),
+            ("hotkey.changed_key", &h.changed_key),
+            ("hotkey.read_key", &h.read_key),
         ] {
             if !value.trim().is_empty() {
                 if let Err(e) = crate::control::hotkey::Combo::parse(value) {
                     out.push(invalid(key, e.to_string()));
                 }
             }
+        }
+        let g = &self.guards;
+        for (key, v, max) in [
+            ("guards.dark_mean", g.dark_mean, 255.0),
+            ("guards.covered_std", g.covered_std, 255.0),
+            ("guards.covered_max_mean", g.covered_max_mean, 255.0),
+            ("guards.overexposed_fraction", g.overexposed_fraction, 1.0),
+            ("guards.blur_sharpness", g.blur_sharpness, 100_000.0),
+        ] {
+            if !(0.0..=max).contains(&v) {
+                out.push(invalid(
+                    key,
+                    format!("{v} is not allowed: use 0 to {max} (0 turns this check off)"),
+                ));
+            }
+        }
+        if g.hold_frames == 0 || g.hold_frames > 1000 {
+            out.push(invalid(
+                "guards.hold_frames",
+                format!("{} is not allowed: use 1 to 1000", g.hold_frames),
+            ));
         }
         if out.is_empty() {
             Ok(())
@@ -929,6 +1038,41 @@ mod tests {
             "{}",
             p.message
         );
+    }
+
+    #[test]
+    fn narration_policy_keys_are_checked_and_located() {
+        let e = parse(
+            "[scene]\nmax_per_minute = 0\nrepeat_similarity = 1.5\n\n[describe]\nchanged_prompt = \"What changed?\"\n\n[guards]\ndark_mean = 300\nhold_frames = 0\n",
+        )
+        .unwrap_err();
+        let p = e.problems();
+        assert_eq!(p.len(), 5, "{e}");
+        let at: Vec<(usize, &str)> = p
+            .iter()
+            .map(|p| (p.line, p.message.split('`').nth(1).unwrap()))
+            .collect();
+        assert_eq!(
+            at,
+            [
+                (2, "scene.max_per_minute"),
+                (3, "scene.repeat_similarity"),
+                (6, "describe.changed_prompt"),
+                (9, "guards.dark_mean"),
+                (10, "guards.hold_frames"),
+            ]
+        );
+        assert!(p[2].message.contains("{previous}"), "{}", p[2].message);
+        let p = only_problem("[guards]\ndark = 10\n");
+        assert_eq!((p.line, p.column), (2, 1));
+        assert!(p.message.contains("dark_mean"), "{}", p.message);
+        let p = only_problem("[hotkey]\nread_key = \"KEY_NOPE\"\n");
+        assert!(p.message.contains("KEY_NOPE"), "{}", p.message);
+        let c = parse(
+            "[scene]\nsettle_detail = true\nrepeat_similarity = 0\n[guards]\nenabled = false\n",
+        )
+        .unwrap();
+        assert!(c.scene.settle_detail && !c.guards.enabled);
     }
 
     #[test]

@@ -287,6 +287,8 @@ pub fn run(
                             Action::Detail => Trigger::Detail { reply: None },
                             Action::Repeat => Trigger::Repeat { reply: None },
                             Action::TogglePause => Trigger::TogglePause,
+                            Action::Changed => Trigger::Changed { reply: None },
+                            Action::Read => Trigger::Read { reply: None },
                         };
                         let _ = tx.try_send(t);
                     },

@@ -271,6 +271,118 @@ fn shard_names(index: &Path) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
+/// What the weight files of a checkpoint hold, according to their headers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightsInfo {
+    /// Weight files (1, or the number of shards).
+    pub files: usize,
+    pub bytes: u64,
+    pub tensors: usize,
+}
+
+/// Checks the weight files without loading them: every shard a `model.safetensors.index.json` lists
+/// is present, and each file is a safetensors file exactly as long as its header says, with every
+/// tensor's byte range matching its dtype and shape (a shorter file is a cut-off download).
+/// Loading the model ([`crate::model::FastVlm::load`]) then checks every tensor's name and shape
+/// against `config.json`. `Err` lists the problems, each naming its file.
+pub fn check_weights(dir: &Path) -> Result<WeightsInfo, Vec<String>> {
+    let index = dir.join("model.safetensors.index.json");
+    let names = if index.exists() {
+        shard_names(&index).map_err(|e| vec![format!("model.safetensors.index.json: {e}")])?
+    } else {
+        vec!["model.safetensors".to_string()]
+    };
+    let mut info = WeightsInfo {
+        files: names.len(),
+        bytes: 0,
+        tensors: 0,
+    };
+    let mut problems = vec![];
+    for name in &names {
+        match safetensors_file(&dir.join(name)) {
+            Ok((bytes, tensors)) => {
+                info.bytes += bytes;
+                info.tensors += tensors;
+            }
+            Err(e) => problems.push(format!("{name}: {e}")),
+        }
+    }
+    if problems.is_empty() {
+        Ok(info)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Bytes per element of a safetensors dtype.
+fn dtype_bytes(dtype: &str) -> Option<u64> {
+    Some(match dtype {
+        "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" => 1,
+        "I16" | "U16" | "F16" | "BF16" => 2,
+        "I32" | "U32" | "F32" => 4,
+        "I64" | "U64" | "F64" => 8,
+        _ => return None,
+    })
+}
+
+/// Reads a safetensors header and checks the file against it: (file size, number of tensors).
+fn safetensors_file(path: &Path) -> Result<(u64, usize), String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let size = f.metadata().map_err(|e| e.to_string())?.len();
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .map_err(|_| format!("{size} bytes: too short to be a safetensors file"))?;
+    let header_len = u64::from_le_bytes(len);
+    if header_len > 100_000_000 || 8 + header_len > size {
+        return Err(format!(
+            "not a safetensors file, or cut off in its header ({size} bytes, header of {header_len})"
+        ));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    f.read_exact(&mut header).map_err(|e| e.to_string())?;
+    let v: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| format!("its header is not valid JSON ({e}): a damaged file"))?;
+    let map = v.as_object().ok_or("its header is not a JSON object")?;
+    let (mut data_end, mut tensors) = (0u64, 0usize);
+    for (name, t) in map.iter().filter(|(k, _)| *k != "__metadata__") {
+        let range: Vec<u64> = t["data_offsets"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_u64()).collect())
+            .unwrap_or_default();
+        let [start, end] = range[..] else {
+            return Err(format!("tensor `{name}` has no data offsets"));
+        };
+        let numel = t["shape"]
+            .as_array()
+            .map(|a| a.iter().map(|d| d.as_u64().unwrap_or(0)).product::<u64>())
+            .unwrap_or(0);
+        let dtype = t["dtype"].as_str().unwrap_or("?");
+        if let Some(b) = dtype_bytes(dtype) {
+            if end < start || end - start != numel * b {
+                return Err(format!(
+                    "tensor `{name}` ({dtype}, {numel} elements) has {} bytes of data",
+                    end.saturating_sub(start)
+                ));
+            }
+        }
+        data_end = data_end.max(end);
+        tensors += 1;
+    }
+    let expected = 8 + header_len + data_end;
+    if size < expected {
+        return Err(format!(
+            "cut off: {size} of {expected} bytes (an interrupted download or copy)"
+        ));
+    }
+    if size > expected {
+        return Err(format!(
+            "{size} bytes where its header accounts for {expected}: a damaged file"
+        ));
+    }
+    Ok((size, tensors))
+}
+
 fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|rd| {
@@ -704,6 +816,74 @@ impl Progress for FileBar {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn weights(dir: &Path, name: &str) -> u64 {
+        let t = candle_core::Tensor::arange(0f32, 24., &candle_core::Device::Cpu)
+            .unwrap()
+            .reshape((2, 3, 4))
+            .unwrap();
+        let u = candle_core::Tensor::zeros(5, candle_core::DType::BF16, &candle_core::Device::Cpu)
+            .unwrap();
+        let p = dir.join(name);
+        candle_core::safetensors::save(
+            &std::collections::HashMap::from([("a.weight".to_string(), t), ("b".to_string(), u)]),
+            &p,
+        )
+        .unwrap();
+        std::fs::metadata(&p).unwrap().len()
+    }
+
+    #[test]
+    fn weights_are_checked_against_their_headers() {
+        let d = tempfile::tempdir().unwrap();
+        let size = weights(d.path(), "model.safetensors");
+        let info = check_weights(d.path()).unwrap();
+        assert_eq!(
+            info,
+            WeightsInfo {
+                files: 1,
+                bytes: size,
+                tensors: 2
+            }
+        );
+        // cut off, as an interrupted download leaves it
+        let p = d.path().join("model.safetensors");
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() - 3]).unwrap();
+        let e = check_weights(d.path()).unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert!(
+            e[0].starts_with("model.safetensors: cut off:")
+                && e[0].contains(&format!("of {size} bytes")),
+            "{e:?}"
+        );
+        std::fs::write(&p, [bytes.clone(), vec![0]].concat()).unwrap();
+        assert!(check_weights(d.path()).unwrap_err()[0].contains("damaged"));
+        std::fs::write(&p, b"<html>rate limited</html>").unwrap();
+        assert!(check_weights(d.path()).unwrap_err()[0].contains("not a safetensors file"));
+        std::fs::remove_file(&p).unwrap();
+        assert!(check_weights(d.path()).unwrap_err()[0].contains("cannot open"));
+    }
+
+    #[test]
+    fn every_shard_is_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let a = weights(d.path(), "model-00001-of-00002.safetensors");
+        let b = weights(d.path(), "model-00002-of-00002.safetensors");
+        std::fs::write(
+            d.path().join("model.safetensors.index.json"),
+            r#"{"weight_map": {"a.weight": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}"#,
+        )
+        .unwrap();
+        let info = check_weights(d.path()).unwrap();
+        assert_eq!((info.files, info.bytes, info.tensors), (2, a + b, 4));
+        std::fs::remove_file(d.path().join("model-00002-of-00002.safetensors")).unwrap();
+        let e = check_weights(d.path()).unwrap_err();
+        assert!(
+            e[0].starts_with("model-00002-of-00002.safetensors: cannot open"),
+            "{e:?}"
+        );
+    }
 
     #[test]
     fn repo_ids() {

@@ -22,6 +22,10 @@ pub enum Kind {
     Answer,
     /// A message from scenesay itself ("camera not found", "paused").
     Notice,
+    /// What is different from the last description (`scenesay ctl changed`).
+    Changed,
+    /// The text in view, read out (`scenesay ctl read`).
+    Read,
 }
 
 impl Kind {
@@ -31,6 +35,8 @@ impl Kind {
             Kind::Detail => "detail",
             Kind::Answer => "answer",
             Kind::Notice => "notice",
+            Kind::Changed => "changed",
+            Kind::Read => "read",
         }
     }
 }

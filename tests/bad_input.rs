@@ -178,6 +178,8 @@ fn server() -> &'static Server {
                     Trigger::Detail { reply }
                     | Trigger::Ask { reply, .. }
                     | Trigger::Repeat { reply }
+                    | Trigger::Changed { reply }
+                    | Trigger::Read { reply }
                     | Trigger::Pause { reply }
                     | Trigger::Resume { reply } => reply,
                     Trigger::TogglePause => None,

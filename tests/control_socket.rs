@@ -57,6 +57,28 @@ fn fake_worker(rx: crossbeam_channel::Receiver<Trigger>) -> Vec<String> {
             Trigger::Pause { reply } => ("pause".into(), reply, Response::accepted("paused")),
             Trigger::Resume { reply } => ("resume".into(), reply, Response::accepted("resumed")),
             Trigger::TogglePause => ("toggle".into(), None, Response::accepted("")),
+            Trigger::Changed { reply } => (
+                "changed".into(),
+                reply,
+                Response::Narration {
+                    kind: Kind::Changed,
+                    text: "Nothing has changed.".into(),
+                    resolution: None,
+                    frame: Some(7),
+                    latency_ms: Latency::default(),
+                },
+            ),
+            Trigger::Read { reply } => (
+                "read".into(),
+                reply,
+                Response::Narration {
+                    kind: Kind::Read,
+                    text: "EXIT".into(),
+                    resolution: Some(1024),
+                    frame: Some(7),
+                    latency_ms: Latency::default(),
+                },
+            ),
         };
         seen.push(name);
         if let Some(r) = reply {
@@ -160,6 +182,17 @@ fn every_request_round_trips() {
         ask(&s.path, Request::Repeat {}),
         Response::accepted("repeated")
     );
+    match ask(&s.path, Request::Changed { wait: true }) {
+        Response::Narration { kind, text, .. } => {
+            assert_eq!(kind, Kind::Changed);
+            assert_eq!(text, "Nothing has changed.");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        ask(&s.path, Request::Read { wait: false }),
+        Response::accepted("reading")
+    );
     assert_eq!(
         ask(&s.path, Request::Pause {}),
         Response::accepted("paused")
@@ -190,6 +223,8 @@ fn every_request_round_trips() {
             "detail",
             "ask Is it raining?",
             "repeat",
+            "changed",
+            "read",
             "pause",
             "resume"
         ]

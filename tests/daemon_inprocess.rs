@@ -81,9 +81,12 @@ struct InProcess {
 fn red_frames(dir: &Path) -> std::path::PathBuf {
     let d = dir.join("frames");
     std::fs::create_dir_all(&d).unwrap();
-    RgbImage::from_pixel(32, 32, image::Rgb([200, 10, 10]))
-        .save(d.join("red.png"))
-        .unwrap();
+    // a red checkerboard: a flat colour would be, rightly, "covered" to the view guards
+    RgbImage::from_fn(32, 32, |x, y| {
+        image::Rgb([if (x / 4 + y / 4) % 2 == 0 { 200 } else { 120 }, 10, 10])
+    })
+    .save(d.join("red.png"))
+    .unwrap();
     d
 }
 

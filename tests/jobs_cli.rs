@@ -1,6 +1,7 @@
 //! The everyday jobs through the real binary on the tiny fixture checkpoints: `batch` (bad files,
 //! exit codes, resuming after a crash), `search` (a score per photo, the threshold), `model fetch`
-//! offline (a clear message, nothing written), and `--model` as a repository id in the cache.
+//! offline (a clear message, nothing written), `--model` as a repository id in the cache, and the
+//! configuration's `[model] path` as the default model.
 
 mod common;
 
@@ -28,7 +29,9 @@ fn scenesay(hf_home: &Path) -> Command {
         .env_remove("HTTP_PROXY")
         .env_remove("http_proxy")
         .env("HF_HOME", hf_home)
-        .env("HF_ENDPOINT", "http://127.0.0.1:9");
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        // no configuration file of the user: tests that need one write it here
+        .env("XDG_CONFIG_HOME", hf_home.join("config"));
     c
 }
 
@@ -484,4 +487,76 @@ fn model_resolves_as_a_repository_id_in_the_cache() {
         stdout.contains("incomplete (missing model.safetensors"),
         "{stdout}"
     );
+}
+
+#[test]
+fn the_configured_model_is_the_default_and_a_broken_configuration_matters_only_when_read() {
+    let hf = tempfile::tempdir().unwrap();
+    let img = fixtures().join("images/landscape_640x480.png");
+    let cfg_dir = hf.path().join("config/scenesay");
+    std::fs::create_dir_all(&cfg_dir).unwrap();
+    // a relative `[model] path` is relative to the configuration file's folder
+    std::os::unix::fs::symlink(model_dir("apple"), cfg_dir.join("tiny")).unwrap();
+    let cfg = cfg_dir.join("config.toml");
+    std::fs::write(&cfg, "[model]\npath = \"tiny\"\n").unwrap();
+    let describe = |extra: &[&str]| {
+        let mut c = scenesay(hf.path());
+        c.arg("describe")
+            .args(extra)
+            .args(["--resolution", "256", "--max-tokens", "2", "--json"])
+            .arg(&img);
+        run(&mut c)
+    };
+    let (code, stdout, stderr) = describe(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(json_lines(&stdout)[0]["text"].is_string());
+    let (code, stdout, stderr) = run(scenesay(hf.path()).args(["model", "list"]));
+    assert_eq!(code, 0, "{stderr}");
+    let configured = cfg_dir.join("tiny").display().to_string();
+    assert!(
+        stdout.contains(&format!("[model] path: {configured} (")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("used when no --model is given: {configured}")),
+        "{stdout}"
+    );
+
+    // --config FILE instead of the search path
+    let other = hf.path().join("other.toml");
+    std::fs::write(&other, "[model]\npath = \"/nonexistent/model\"\n").unwrap();
+    let (code, _, stderr) = describe(&["--config", other.to_str().unwrap()]);
+    assert_eq!(code, 69, "{stderr}");
+    assert!(stderr.contains("/nonexistent/model"), "{stderr}");
+
+    // a broken configuration: its error where it is read (no model named) …
+    std::fs::write(&cfg, "[model]\npath = \"tiny\"\ndtype = \"f8\"\n").unwrap();
+    let (code, _, stderr) = describe(&[]);
+    assert_eq!(code, 78, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:3:9: unknown variant `f8`", cfg.display())),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = run(scenesay(hf.path()).args(["model", "list"]));
+    assert_eq!(code, 78, "{stderr}");
+    assert!(stdout.contains("model cache:"), "still listed: {stdout}");
+    assert!(
+        stdout.contains("unknown until the configuration is fixed"),
+        "{stdout}"
+    );
+    assert!(stderr.contains(":3:9:"), "{stderr}");
+    // … and no obstacle when a model is named
+    let model = model_dir("apple");
+    let (code, _, stderr) = describe(&["--model", model.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = run(scenesay(hf.path())
+        .env("SCENESAY_MODEL", &model)
+        .args(["batch", "--resolution", "256", "--max-tokens", "2"])
+        .arg(&img));
+    assert_eq!(code, 0, "{stderr}");
+    // narrate reads `[scene]` and `[describe]` from it, so there it is an error either way
+    let (code, _, stderr) = run(scenesay(hf.path())
+        .args(["narrate", "--model", model.to_str().unwrap()])
+        .arg(&img));
+    assert_eq!(code, 78, "{stderr}");
 }

@@ -1,5 +1,5 @@
 //! The `test-pattern` source: generated frames, no files or camera needed. Three patterns (colour
-//! bars, a checkerboard, a gradient) are each held for ten seconds in turn, so the scene watch sees
+//! bars, a checkerboard, a gridded gradient) are each held for ten seconds in turn, so the scene watch sees
 //! a scene change every ten seconds.
 
 use image::{Rgb, RgbImage};
@@ -48,6 +48,12 @@ impl TestPattern {
                 }
             }
             _ => {
+                // a colour gradient under a thin grid (without edges the view guards would
+                // rightly call it blurred)
+                let cell = (width.min(height) / 6).max(2);
+                if x % cell == 0 || y % cell == 0 {
+                    return Rgb([16, 16, 16]);
+                }
                 let v = (255 * x / width.max(1)) as u8;
                 Rgb([v, (255 * y / height.max(1)) as u8, 255 - v])
             }
@@ -89,5 +95,20 @@ mod tests {
             TestPattern::render(64, 48, 3),
             "cycles through three"
         );
+    }
+
+    #[test]
+    fn every_pattern_passes_the_view_guards() {
+        use crate::policy::guard::{classify, view_stats, GuardConfig, ViewState};
+        for (w, h) in [(640, 480), (64, 48), (1920, 1080)] {
+            for which in 0..3 {
+                let s = view_stats(&TestPattern::render(w, h, which));
+                assert_eq!(
+                    classify(&s, &GuardConfig::default()),
+                    ViewState::Clear,
+                    "pattern {which} at {w}x{h}: {s:?}"
+                );
+            }
+        }
     }
 }

@@ -175,6 +175,16 @@ impl Video {
         }
     }
 
+    /// The media time of the frame [`FrameSource::next_frame`] returned last (in the current
+    /// pass), counted from the start of the video: ffmpeg's `fps` filter delivers the frame nearest
+    /// to every 1/`fps` seconds from the start, so the n-th frame is at (n − 1) / `fps`. `None`
+    /// before the first frame.
+    pub fn position(&self) -> Option<std::time::Duration> {
+        self.frames_this_pass
+            .checked_sub(1)
+            .map(|n| std::time::Duration::from_secs_f64(n as f64 / self.fps))
+    }
+
     /// Waits for the decoder after the end of its output; an error if it failed.
     fn reap(&mut self) -> Result<(), CaptureError> {
         self.stdout = None;

@@ -1,5 +1,7 @@
 //! `scenesay check`: is everything the daemon needs in place? One line per item — OK, WARN or
-//! FAIL — and for each problem, what to do.
+//! FAIL — and for each problem, what to do. Items: config, weights (files present, shards
+//! complete, each file as long as its header says), model (loads: tensor names and shapes match
+//! config.json), source, ffmpeg, speech, hotkey, socket, log.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -83,6 +85,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     };
     check_model(&mut r, &config, a.model.as_deref());
     check_source(&mut r, &config);
+    check_ffmpeg(&mut r);
     check_speech(&mut r, &config);
     check_hotkey(&mut r, &config);
     check_socket(&mut r, &config);
@@ -98,17 +101,55 @@ fn check_model(r: &mut Report, config: &Config, cli: Option<&str>) {
     let dir = match super::run::model_dir(config, cli) {
         Ok(d) => d,
         Err(e) => {
-            r.line(Level::Fail, "model", &format!("{e:#}"), None);
+            r.line(
+                Level::Fail,
+                "model",
+                &format!("{e:#}"),
+                Some("`scenesay model fetch` downloads apple/FastVLM-0.5B; or set `[model] path` (or --model) to a FastVLM checkpoint directory"),
+            );
             return;
         }
     };
+    // the files first, cheaply: present, complete, each as long as its header says
+    let files = crate::model_store::check_checkpoint(&dir)
+        .map_err(|missing| vec![format!("missing or unusable: {}", missing.join(", "))])
+        .and_then(|_| crate::model_store::check_weights(&dir));
+    match files {
+        Ok(w) => r.line(
+            Level::Ok,
+            "weights",
+            &format!(
+                "{}: {} weight file(s), {}, {} tensors, none cut off; config.json and tokenizer present",
+                dir.display(),
+                w.files,
+                indicatif::HumanBytes(w.bytes),
+                w.tensors
+            ),
+            None,
+        ),
+        Err(problems) => {
+            r.line(
+                Level::Fail,
+                "weights",
+                &format!("{}: {}", dir.display(), problems.join("; ")),
+                Some("download the checkpoint again: `scenesay model fetch REPO` resumes and completes a download in the cache; a directory copied by hand needs every file copied again"),
+            );
+            r.line(
+                Level::Fail,
+                "model",
+                "not loaded: its files are incomplete (above)",
+                None,
+            );
+            return;
+        }
+    }
+    // loading checks every tensor's name and shape against config.json, and the tokenizer
     match super::run::load_model(&dir, config) {
         Ok(m) => r.line(
             Level::Ok,
             "model",
             &format!(
-                "{} ({:?} layout, {} language layers, native {} px)",
-                dir.display(),
+                "loads: every tensor's name and shape matches config.json ({:?} layout, {} language layers, native {} px)",
                 m.config.layout,
                 m.config.text.num_hidden_layers,
                 m.config.native_resolution
@@ -120,6 +161,46 @@ fn check_model(r: &mut Report, config: &Config, cli: Option<&str>) {
             "model",
             &format!("{e:#}"),
             Some("point `[model] path` at a complete FastVLM checkpoint directory (e.g. a download of apple/FastVLM-0.5B)"),
+        ),
+    }
+}
+
+/// ffmpeg decodes videos for `[capture] source = "video"` and `scenesay narrate`.
+fn check_ffmpeg(r: &mut Report) {
+    let version = |program: &str| {
+        std::process::Command::new(program)
+            .arg("-version")
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .next()
+                    .map(|l| l.split(" Copyright").next().unwrap_or(l).to_string())
+            })
+    };
+    match (version("ffmpeg"), version("ffprobe")) {
+        (Some(v), Some(_)) => r.line(
+            Level::Ok,
+            "ffmpeg",
+            &format!("{v} (videos: `scenesay narrate`, `[capture] source = \"video\"`)"),
+            None,
+        ),
+        (f, p) => r.line(
+            Level::Warn,
+            "ffmpeg",
+            &format!(
+                "{} not found: videos cannot be read (pictures and cameras work)",
+                match (f, p) {
+                    (None, None) => "ffmpeg and ffprobe",
+                    (None, _) => "ffmpeg",
+                    _ => "ffprobe",
+                }
+            ),
+            Some("sudo apt install ffmpeg"),
         ),
     }
 }

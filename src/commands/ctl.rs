@@ -50,6 +50,18 @@ pub enum Action {
     },
     /// Say the last narration again.
     Repeat,
+    /// Say what is different from the last description; prints it.
+    Changed {
+        /// Return at once instead of waiting for the answer (it is still spoken).
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Read out the text in view (looks at 1024 px); prints it.
+    Read {
+        /// Return at once instead of waiting for the text (it is still spoken).
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Pause scene narration (describe and ask still work).
     Pause,
     /// Resume scene narration.
@@ -83,6 +95,8 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             wait: !no_wait,
         },
         Action::Repeat => Request::Repeat {},
+        Action::Changed { no_wait } => Request::Changed { wait: !no_wait },
+        Action::Read { no_wait } => Request::Read { wait: !no_wait },
         Action::Pause => Request::Pause {},
         Action::Resume => Request::Resume {},
         Action::Status => Request::Status {},

@@ -7,5 +7,6 @@ pub mod describe;
 pub mod embed;
 pub mod model;
 pub mod model_args;
+pub mod narrate;
 pub mod run;
 pub mod search;

@@ -25,8 +25,17 @@ pub enum Action {
     /// Show the FastVLM checkpoints available locally.
     ///
     /// Lists those in the Hugging Face cache (complete or not, with what is missing), the one named
-    /// by $SCENESAY_MODEL, and which model a command uses when none is named.
-    List,
+    /// by $SCENESAY_MODEL, the configuration's `[model] path`, and which model a command uses when
+    /// none is named.
+    List(ListArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Configuration file whose `[model] path` to show. Default: the one `scenesay run` uses
+    /// ($XDG_CONFIG_HOME/scenesay/config.toml, then /etc/scenesay/config.toml).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -44,7 +53,14 @@ pub struct FetchArgs {
 pub fn run(a: Args) -> anyhow::Result<u8> {
     match a.action {
         Action::Fetch(f) => fetch(f),
-        Action::List => list(None),
+        Action::List(l) => match super::run::load_config(l.config.as_deref()) {
+            Ok((config, _)) => list(config.model_dir().as_deref()),
+            Err(e) => {
+                // what is in the cache is still worth showing; then the configuration's error
+                show(None, true)?;
+                Err(e)
+            }
+        },
     }
 }
 
@@ -111,6 +127,12 @@ fn fetch(a: FetchArgs) -> anyhow::Result<u8> {
 /// Prints the cached checkpoints, $SCENESAY_MODEL and `config_default` (the configuration's
 /// `[model] path`), each with its state.
 pub fn list(config_default: Option<&Path>) -> anyhow::Result<u8> {
+    show(config_default, false)
+}
+
+/// [`list`]; `config_broken`: the configuration could not be read, so the default model is unknown
+/// unless $SCENESAY_MODEL names one.
+fn show(config_default: Option<&Path>, config_broken: bool) -> anyhow::Result<u8> {
     let cache = model_store::cache_dir();
     let found = model_store::list_cached(&cache);
     println!("model cache: {}", cache.display());
@@ -168,7 +190,13 @@ pub fn list(config_default: Option<&Path>) -> anyhow::Result<u8> {
         };
         println!("{what}: {v} ({state})");
     }
+    if config_broken {
+        println!("[model] path: unknown (the configuration is invalid, see below)");
+    }
     match model_store::resolve_model_in(&cache, env.as_deref(), config_default) {
+        _ if config_broken && env.is_none() => {
+            println!("used when no --model is given: unknown until the configuration is fixed")
+        }
         Ok(d) => println!("used when no --model is given: {}", d.display()),
         Err(_) => println!("used when no --model is given: none yet"),
     }

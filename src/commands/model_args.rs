@@ -19,15 +19,33 @@ pub struct ModelArgs {
     #[arg(long, value_name = "DIR|REPO", env = "SCENESAY_MODEL")]
     pub model: Option<String>,
 
+    /// Configuration file whose `[model] path` is the default model. Default: the one `scenesay
+    /// run` uses ($XDG_CONFIG_HOME/scenesay/config.toml, then /etc/scenesay/config.toml). It is
+    /// only read when no --model / $SCENESAY_MODEL is given.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Weight precision of the language model (the image encoder always computes in f32).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub dtype: Precision,
 }
 
 impl ModelArgs {
-    /// The model directory to use, without a configured default.
+    /// Whether a model is named on the command line or in $SCENESAY_MODEL.
+    pub fn named(&self) -> bool {
+        self.model.as_deref().is_some_and(|m| !m.is_empty())
+    }
+
+    /// The model directory to use: `--model` / $SCENESAY_MODEL, else the configuration's
+    /// `[model] path`, else the default repository in the cache. The configuration is read only
+    /// when no model is named, so a broken configuration file (exit code 78, naming the line and
+    /// column) never stands in the way of `--model DIR`.
     pub fn resolve(&self) -> anyhow::Result<PathBuf> {
-        self.resolve_with(None)
+        if self.named() {
+            return self.resolve_with(None);
+        }
+        let (config, _) = super::run::load_config(self.config.as_deref())?;
+        self.resolve_with(config.model_dir().as_deref())
     }
 
     /// The model directory to use: `--model` / $SCENESAY_MODEL as a path, else as a repository id

@@ -20,6 +20,10 @@ pub enum Action {
     Repeat,
     /// Pause scene narration, or resume it.
     TogglePause,
+    /// What changed since the last description.
+    Changed,
+    /// Read the text in view.
+    Read,
 }
 
 /// A bad key name or combination in the configuration.
@@ -129,6 +133,8 @@ impl KeyMapper {
             (&cfg.key, Action::Detail),
             (&cfg.repeat_key, Action::Repeat),
             (&cfg.pause_key, Action::TogglePause),
+            (&cfg.changed_key, Action::Changed),
+            (&cfg.read_key, Action::Read),
         ] {
             if !text.trim().is_empty() {
                 b.push((Combo::parse(text)?, action));
@@ -383,7 +389,8 @@ mod tests {
     }
 
     /// Feeds a script of key events ("+F12" down, "-F12" up, "*F12" auto-repeat) and returns the
-    /// actions fired, one letter per event ("." = none, "D" detail, "R" repeat, "P" pause).
+    /// actions fired, one letter per event ("." = none, "D" detail, "R" repeat, "P" pause,
+    /// "C" changed, "T" read text).
     fn run(bindings: &[(&str, Action)], script: &str) -> String {
         let b = bindings
             .iter()
@@ -406,6 +413,8 @@ mod tests {
                     Some(Action::Detail) => 'D',
                     Some(Action::Repeat) => 'R',
                     Some(Action::TogglePause) => 'P',
+                    Some(Action::Changed) => 'C',
+                    Some(Action::Read) => 'T',
                 }
             })
             .collect()
@@ -502,5 +511,30 @@ mod tests {
             ..cfg
         };
         assert!(KeyMapper::from_config(&off).unwrap().is_empty());
+    }
+
+    #[test]
+    fn changed_and_read_keys_are_bound() {
+        let cfg = crate::config::HotkeyConfig {
+            changed_key: "KEY_F11".into(),
+            read_key: "SHIFT+KEY_F12".into(),
+            ..Default::default()
+        };
+        let m = KeyMapper::from_config(&cfg).unwrap();
+        let b: Vec<(KeyCode, Action)> = m.bindings.iter().map(|(c, a)| (c.key, *a)).collect();
+        assert_eq!(
+            b,
+            [
+                (KeyCode::KEY_F12, Action::Detail),
+                (KeyCode::KEY_F11, Action::Changed),
+                (KeyCode::KEY_F12, Action::Read),
+            ]
+        );
+        const KEYS: &[(&str, Action)] = &[
+            ("KEY_F12", Action::Detail),
+            ("KEY_F11", Action::Changed),
+            ("SHIFT+KEY_F12", Action::Read),
+        ];
+        assert_eq!(run(KEYS, "+F12 -F12 +F11 -F11 +LEFTSHIFT +F12"), "D.C..T");
     }
 }

@@ -47,6 +47,16 @@ pub enum Request {
     },
     /// Say the last narration again.
     Repeat {},
+    /// Say what is different from the last description (at `detail_resolution`).
+    Changed {
+        #[serde(default = "yes", skip_serializing_if = "is_true")]
+        wait: bool,
+    },
+    /// Read out the text in view (at `read_resolution`).
+    Read {
+        #[serde(default = "yes", skip_serializing_if = "is_true")]
+        wait: bool,
+    },
     /// Stop scene narration (requests are still answered).
     Pause {},
     /// Resume scene narration.
@@ -125,7 +135,7 @@ impl Response {
 pub struct FrameCounts {
     /// Frames delivered by the source.
     pub captured: u64,
-    /// Frames the scene watch looked at (embedded).
+    /// Frames the scene watch looked at (view checks, then the embedding of a clear view).
     pub watched: u64,
     /// Frames the model described (scene, detail, answer).
     pub described: u64,
@@ -208,7 +218,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
         RequestError::new(
             ErrorCode::BadRequest,
             format!(
-                "{e}; a request is one JSON object per line such as {{\"cmd\":\"status\"}} (commands: describe, ask, repeat, pause, resume, status, stop)"
+                "{e}; a request is one JSON object per line such as {{\"cmd\":\"status\"}} (commands: describe, ask, repeat, changed, read, pause, resume, status, stop)"
             ),
         )
     })?;
@@ -253,6 +263,8 @@ mod tests {
                 wait: true,
             },
             Request::Repeat {},
+            Request::Changed { wait: true },
+            Request::Read { wait: false },
             Request::Pause {},
             Request::Resume {},
             Request::Status {},

@@ -280,6 +280,8 @@ pub async fn handle(req: Request, h: &Handles) -> Response {
             "answering",
         ),
         Request::Repeat {} => (Trigger::Repeat { reply: Some(tx) }, true, ""),
+        Request::Changed { wait } => (Trigger::Changed { reply: Some(tx) }, wait, "comparing"),
+        Request::Read { wait } => (Trigger::Read { reply: Some(tx) }, wait, "reading"),
         Request::Pause {} => (Trigger::Pause { reply: Some(tx) }, true, ""),
         Request::Resume {} => (Trigger::Resume { reply: Some(tx) }, true, ""),
     };

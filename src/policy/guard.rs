@@ -71,15 +71,19 @@ pub fn view_stats(img: &RgbImage) -> ViewStats {
 pub struct GuardConfig {
     /// Turn the checks off entirely.
     pub enabled: bool,
-    /// Mean luma below this is "dark".
+    /// Mean luma below this is "dark" (a black frame, a dark room, a lens cap).
     pub dark_mean: f32,
-    /// Luma contrast below this, with mean below `covered_max_mean`, is "covered" (a finger, a cap).
+    /// Luma contrast below this, with mean below `covered_max_mean` (and not dark), is "covered":
+    /// a dim, even view, as through a finger or a pocket.
     pub covered_std: f32,
     pub covered_max_mean: f32,
-    /// This fraction of pixels at luma ≥ 250 or more is "overexposed".
+    /// This fraction of pixels at luma ≥ 250 or more is "overexposed". 0 disables.
     pub overexposed_fraction: f32,
-    /// Laplacian variance below this (with enough contrast to judge) is "blurred". 0 disables.
+    /// Laplacian variance below this is "blurred" (or featureless). 0 disables.
     pub blur_sharpness: f32,
+    /// A new view state is announced (and a bad view described again) only once this many frames
+    /// in a row show it, so a view at the edge of a threshold does not chatter.
+    pub hold_frames: u32,
 }
 
 impl Default for GuardConfig {
@@ -91,6 +95,7 @@ impl Default for GuardConfig {
             covered_max_mean: 90.0,
             overexposed_fraction: 0.6,
             blur_sharpness: 4.0,
+            hold_frames: 2,
         }
     }
 }
@@ -119,15 +124,15 @@ impl ViewState {
     }
 }
 
-/// Classifies a frame's statistics (first matching rule wins: covered, dark, overexposed, blurred).
+/// Classifies a frame's statistics (first matching rule wins: dark, covered, overexposed, blurred).
 pub fn classify(s: &ViewStats, c: &GuardConfig) -> ViewState {
     if !c.enabled {
         ViewState::Clear
-    } else if s.std < c.covered_std && s.mean < c.covered_max_mean {
-        ViewState::Covered
     } else if s.mean < c.dark_mean {
         ViewState::Dark
-    } else if s.bright_fraction >= c.overexposed_fraction {
+    } else if s.std < c.covered_std && s.mean < c.covered_max_mean {
+        ViewState::Covered
+    } else if c.overexposed_fraction > 0.0 && s.bright_fraction >= c.overexposed_fraction {
         ViewState::Overexposed
     } else if c.blur_sharpness > 0.0 && s.sharpness < c.blur_sharpness {
         ViewState::Blurred
@@ -136,27 +141,48 @@ pub fn classify(s: &ViewStats, c: &GuardConfig) -> ViewState {
     }
 }
 
-/// Remembers the last announced view state so each notice is said once per change.
+/// Remembers the announced view state so each notice is said once per change, and only once the
+/// new state has held for `hold_frames` frames.
 #[derive(Debug, Clone)]
 pub struct ViewGuard {
+    hold_frames: u32,
     announced: ViewState,
+    /// A different state seen lately, and for how many frames in a row.
+    candidate: Option<(ViewState, u32)>,
 }
 
 impl Default for ViewGuard {
     fn default() -> Self {
-        Self {
-            announced: ViewState::Clear,
-        }
+        Self::new(1)
     }
 }
 
 impl ViewGuard {
-    /// Feeds the state of the latest frame. Returns the notice to speak, if the state changed
-    /// (returning to clear from a bad state is announced too, so the user knows descriptions resume).
+    pub fn new(hold_frames: u32) -> Self {
+        Self {
+            hold_frames: hold_frames.max(1),
+            announced: ViewState::Clear,
+            candidate: None,
+        }
+    }
+
+    /// Feeds the state of the latest frame. Returns the notice to speak, if the state changed and
+    /// held (returning to clear from a bad state is announced too, so the user knows descriptions
+    /// resume).
     pub fn observe(&mut self, state: ViewState) -> Option<&'static str> {
         if state == self.announced {
+            self.candidate = None;
             return None;
         }
+        let n = match self.candidate {
+            Some((s, n)) if s == state => n + 1,
+            _ => 1,
+        };
+        if n < self.hold_frames {
+            self.candidate = Some((state, n));
+            return None;
+        }
+        self.candidate = None;
         self.announced = state;
         Some(state.notice())
     }
@@ -164,6 +190,12 @@ impl ViewGuard {
     /// The state last announced (Clear at start).
     pub fn state(&self) -> ViewState {
         self.announced
+    }
+
+    /// Whether a frame in `state` (just observed) must not be described: it is not clear, or the
+    /// view has not yet been announced clear again.
+    pub fn blocks(&self, state: ViewState) -> bool {
+        state != ViewState::Clear || self.announced != ViewState::Clear
     }
 }
 
@@ -187,17 +219,45 @@ mod tests {
     }
 
     #[test]
-    fn black_is_covered_dim_texture_is_dark_white_is_overexposed() {
+    fn black_is_dark_dim_and_even_is_covered_white_is_overexposed() {
         assert_eq!(
             state(&RgbImage::from_pixel(320, 240, Rgb([3, 2, 4]))),
+            ViewState::Dark
+        );
+        assert_eq!(state(&RgbImage::new(64, 64)), ViewState::Dark);
+        // a dim textured room is dark too
+        assert_eq!(state(&checker(320, 240, 5, 45, 8)), ViewState::Dark);
+        // a finger over the lens: dim, even, reddish
+        assert_eq!(
+            state(&RgbImage::from_pixel(320, 240, Rgb([110, 50, 40]))),
             ViewState::Covered
         );
-        assert_eq!(state(&checker(320, 240, 5, 45, 8)), ViewState::Dark);
+        assert_eq!(state(&checker(320, 240, 60, 66, 8)), ViewState::Covered);
         assert_eq!(
             state(&RgbImage::from_pixel(320, 240, Rgb([255, 255, 255]))),
             ViewState::Overexposed
         );
         assert_eq!(state(&checker(320, 240, 30, 220, 8)), ViewState::Clear);
+    }
+
+    #[test]
+    fn thresholds_come_from_the_configuration() {
+        let dim = view_stats(&checker(320, 240, 20, 60, 8)); // mean 40
+        let c = GuardConfig::default();
+        assert_eq!(classify(&dim, &c), ViewState::Clear);
+        let stricter = GuardConfig {
+            dark_mean: 50.0,
+            ..c
+        };
+        assert_eq!(classify(&dim, &stricter), ViewState::Dark);
+        let no_blur = GuardConfig {
+            blur_sharpness: 0.0,
+            ..c
+        };
+        let smooth = view_stats(&RgbImage::from_fn(320, 240, |x, _| {
+            Rgb([(60 + x / 3) as u8; 3])
+        }));
+        assert_eq!(classify(&smooth, &no_blur), ViewState::Clear);
     }
 
     #[test]
@@ -261,6 +321,26 @@ mod tests {
                 Some("The camera seems covered."),
                 Some("Camera view is dark."),
             ]
+        );
+    }
+
+    #[test]
+    fn a_new_state_is_announced_once_it_holds() {
+        use ViewState::*;
+        let mut g = ViewGuard::new(2);
+        // per frame: the notice said (if any), then `+` described or `-` not described
+        let said: Vec<String> = [
+            Clear, Dark, Clear, Dark, Dark, Dark, Clear, Dark, Clear, Clear, Clear,
+        ]
+        .iter()
+        .map(|s| {
+            let notice = g.observe(*s).map(|n| format!("[{n}]")).unwrap_or_default();
+            format!("{notice}{}", if g.blocks(*s) { '-' } else { '+' })
+        })
+        .collect();
+        assert_eq!(
+            said.join(" "),
+            "+ - + - [Camera view is dark.]- - - - - [Camera view is clear again.]+ +"
         );
     }
 }

@@ -424,6 +424,14 @@ mod tests {
     }
 
     #[test]
+    fn waiting_speech_goes_request_then_notice_then_scene() {
+        assert_eq!(
+            sim("detail1 1:D. scene2 2:S. notice3 3:N. done done done"),
+            "say 1:D. | say 3:N. | say 2:S."
+        );
+    }
+
+    #[test]
     fn notices_are_said_while_a_detail_is_generated_and_not_cut() {
         assert_eq!(
             sim("detail1 1:D1. notice2 2:Camera_lost. detail3 3:D3. done"),

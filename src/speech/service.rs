@@ -224,7 +224,12 @@ impl SpeechService {
                     id: meta.id,
                     priority: meta.priority,
                     born: self.clock.at(meta.trigger),
-                    acknowledge: matches!(meta.kind, Kind::Detail | Kind::Answer) && !meta.repeat,
+                    // a request the model works on (an answer given without it has no resolution)
+                    acknowledge: matches!(
+                        meta.kind,
+                        Kind::Detail | Kind::Answer | Kind::Changed | Kind::Read
+                    ) && !meta.repeat
+                        && meta.resolution.is_some(),
                 };
                 self.ledger.begin(meta);
                 let acts = self.policy.on(ev, now);

@@ -1,10 +1,13 @@
 //! The inference worker: one OS thread that owns the model and selects over frames, triggers and
-//! shutdown. Every frame it can take goes through the scene watch (embedding at
-//! `[scene] resolution` → [`crate::policy::scene`]); a change is described briefly and streamed
-//! sentence by sentence to the speech thread. A user request (hotkey, SIGUSR1, control socket)
-//! pre-empts: the running generation is cancelled at the next token, the freshest frame is
-//! described at `detail_resolution`, and the pre-empted narration's end is reported after the
-//! request's begin so speech and log put the request first.
+//! shutdown. Every frame it can take goes through the narration policy
+//! ([`crate::policy::narrator`]): cheap view checks first (a dark, covered, overexposed or blurred
+//! view gets one notice, never a description), then the scene watch over its embedding at
+//! `[scene] resolution`; a change is described (briefly while scenes change quickly, in full once a
+//! view has settled, if asked for) and streamed sentence by sentence to the speech thread, unless
+//! its first sentence repeats the last scene said. A user request (hotkey, SIGUSR1, control
+//! socket: detail, ask, changed, read) pre-empts: the running generation is cancelled at the next
+//! token, the freshest frame is described, and the pre-empted narration's end is reported after
+//! the request's begin so speech and log put the request first.
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
@@ -17,7 +20,10 @@ use crate::config::Config;
 use crate::control::protocol::{ErrorCode, Response};
 use crate::describer::{DescribeRequest, Describer};
 use crate::narration::{Kind, Latency, NarrationId, Priority};
-use crate::policy::scene::{SceneParams, SceneWatch, Verdict};
+use crate::policy::guard::{classify, view_stats, ViewState};
+use crate::policy::narrator::{Narrator, NarratorParams};
+use crate::policy::phrasing::strip_preamble;
+use crate::policy::scene::{cosine_distance, Verbosity, Verdict};
 use crate::signals::Flag;
 use crate::speech::ledger::{NarrationEnd, NarrationMeta};
 use crate::speech::sentences::{speakable, SentenceSplitter};
@@ -43,6 +49,14 @@ pub enum Trigger {
     Repeat {
         reply: Option<Reply>,
     },
+    /// Say what is different from the last description.
+    Changed {
+        reply: Option<Reply>,
+    },
+    /// Read out the text in view.
+    Read {
+        reply: Option<Reply>,
+    },
     Pause {
         reply: Option<Reply>,
     },
@@ -59,6 +73,8 @@ impl Trigger {
             Trigger::Detail { .. }
             | Trigger::Ask { .. }
             | Trigger::Repeat { .. }
+            | Trigger::Changed { .. }
+            | Trigger::Read { .. }
             | Trigger::Pause { .. } => true,
             Trigger::TogglePause => !paused,
             Trigger::Resume { .. } => false,
@@ -75,25 +91,38 @@ fn reply(r: Option<Reply>, resp: Response) {
 /// What the worker asks the model.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
-    pub scene: SceneParams,
+    pub policy: NarratorParams,
     pub scene_resolution: u32,
     pub scene_prompt: String,
     pub scene_max_tokens: usize,
+    pub brief_prompt: String,
+    pub brief_max_tokens: usize,
     pub detail_resolution: u32,
     pub detail_prompt: String,
     pub detail_max_tokens: usize,
+    /// Contains [`crate::config::PREVIOUS`].
+    pub changed_prompt: String,
+    pub read_prompt: String,
+    pub read_resolution: u32,
 }
 
 impl WorkerSettings {
     pub fn from_config(c: &Config) -> Self {
+        let d = &c.describe;
         Self {
-            scene: SceneParams::from_config(&c.scene),
+            policy: NarratorParams::from_config(c),
             scene_resolution: c.scene.resolution,
-            scene_prompt: c.describe.scene_prompt.clone(),
-            scene_max_tokens: c.describe.scene_max_tokens,
-            detail_resolution: c.describe.detail_resolution,
-            detail_prompt: c.describe.detail_prompt.clone(),
-            detail_max_tokens: c.describe.detail_max_tokens,
+            scene_prompt: d.scene_prompt.clone(),
+            scene_max_tokens: d.scene_max_tokens,
+            brief_prompt: d.brief_prompt.clone(),
+            // brief is never longer than usual
+            brief_max_tokens: d.brief_max_tokens.min(d.scene_max_tokens),
+            detail_resolution: d.detail_resolution,
+            detail_prompt: d.detail_prompt.clone(),
+            detail_max_tokens: d.detail_max_tokens,
+            changed_prompt: d.changed_prompt.clone(),
+            read_prompt: d.read_prompt.clone(),
+            read_resolution: d.read_resolution,
         }
     }
 }
@@ -107,9 +136,18 @@ struct Said {
     resolution: Option<u32>,
 }
 
+/// The last description of the whole view the user heard (scene or detail), for `changed`.
+#[derive(Debug, Clone)]
+struct Described {
+    embedding: Vec<f32>,
+    text: String,
+}
+
 /// One description to generate.
 struct Job {
     kind: Kind,
+    /// Scene narrations: how fully (and so whether a repeat is suppressed).
+    verbosity: Option<Verbosity>,
     priority: Priority,
     frame: Frame,
     prompt: String,
@@ -128,18 +166,21 @@ struct Outcome {
     stopped: Option<(ErrorCode, String)>,
     /// A request that arrived during generation and pre-empted it.
     preempted_by: Option<Trigger>,
+    /// The first sentence repeated the last scene said (similarity): nothing was spoken.
+    repeat: Option<f32>,
 }
 
 pub struct Worker {
     describer: Box<dyn Describer>,
     settings: WorkerSettings,
-    watch: SceneWatch,
+    narrator: Narrator,
     speaker: Speaker,
     stats: Arc<Stats>,
     stop: Flag,
     latest: Option<(Frame, Option<Vec<f32>>)>,
     paused: bool,
     last_said: Option<Said>,
+    described: Option<Described>,
     /// Ends of pre-empted narrations, sent after the pre-empting narration begins.
     pending_ends: Vec<NarrationEnd>,
     /// Non-pre-empting requests that arrived during a generation.
@@ -156,7 +197,7 @@ impl Worker {
         stop: Flag,
     ) -> Self {
         Self {
-            watch: SceneWatch::new(settings.scene.clone()),
+            narrator: Narrator::new(settings.policy.clone()),
             describer,
             settings,
             speaker,
@@ -165,6 +206,7 @@ impl Worker {
             latest: None,
             paused: false,
             last_said: None,
+            described: None,
             pending_ends: vec![],
             deferred: vec![],
             embed_failures: 0,
@@ -236,7 +278,6 @@ impl Worker {
         {
             Ok(e) => {
                 self.embed_failures = 0;
-                Stats::inc(&self.stats.watched);
                 Some(e)
             }
             Err(e) => {
@@ -257,30 +298,64 @@ impl Worker {
         if self.paused {
             return None;
         }
+        Stats::inc(&self.stats.watched);
+        let state = classify(&view_stats(&frame.image), &self.settings.policy.guards);
+        let step = self.narrator.view(state);
+        if let Some(n) = step.notice {
+            self.speaker.notice(n);
+        }
+        if !step.describe {
+            tracing::debug!("frame {}: view {state:?}: not described", frame.number);
+            return None;
+        }
         let e = self.embed(&frame)?;
         if let Some(l) = self.latest.as_mut() {
             l.1 = Some(e.clone());
         }
         let now = self.stats.clock.at(frame.captured);
-        let verdict = self.watch.observe(&e, now);
-        tracing::debug!("frame {}: {verdict:?}", frame.number);
-        if !matches!(verdict, Verdict::Narrate { .. }) {
+        let verdict = self.narrator.observe(&e, now);
+        tracing::debug!("frame {}: view clear, {verdict:?}", frame.number);
+        let Verdict::Narrate { verbosity, .. } = verdict else {
             return None;
-        }
+        };
+        let s = &self.settings;
+        let (prompt, resolution, max_tokens) = match verbosity {
+            Verbosity::Brief => (&s.brief_prompt, s.scene_resolution, s.brief_max_tokens),
+            Verbosity::Normal => (&s.scene_prompt, s.scene_resolution, s.scene_max_tokens),
+            Verbosity::Full => (&s.detail_prompt, s.detail_resolution, s.detail_max_tokens),
+        };
         let job = Job {
             kind: Kind::Scene,
+            verbosity: Some(verbosity),
             priority: Priority::Scene,
             frame: frame.clone(),
-            prompt: self.settings.scene_prompt.clone(),
+            prompt: prompt.clone(),
             question: None,
-            resolution: self.settings.scene_resolution,
-            max_tokens: self.settings.scene_max_tokens,
+            resolution,
+            max_tokens,
             trigger: frame.captured,
             wall: SystemTime::now() - frame.captured.elapsed(),
         };
+        // a settled view is as fresh as the last frame that showed it unchanged: count the age of
+        // a fuller description (for `stale_s`) from now
+        let job = if verbosity == Verbosity::Full {
+            Job {
+                trigger: Instant::now(),
+                wall: SystemTime::now(),
+                ..job
+            }
+        } else {
+            job
+        };
         let out = self.narrate(job, triggers);
-        if out.stopped.is_none() {
-            self.watch.narrated(e, now);
+        if out.repeat.is_some() {
+            self.narrator.repeated(e, now);
+        } else if out.stopped.is_none() {
+            self.narrator.narrated(e.clone(), now, verbosity, &out.text);
+            self.described = Some(Described {
+                embedding: e,
+                text: out.text,
+            });
         }
         out.preempted_by
     }
@@ -294,16 +369,28 @@ impl Worker {
         let next = match t {
             Trigger::Detail { reply: r } => {
                 let prompt = self.settings.detail_prompt.clone();
-                self.user_request(Kind::Detail, prompt, None, r, frames, triggers)
+                let res = self.settings.detail_resolution;
+                self.user_request(Kind::Detail, prompt, None, res, r, frames, triggers)
             }
-            Trigger::Ask { question, reply: r } => self.user_request(
-                Kind::Answer,
-                question.clone(),
-                Some(question),
-                r,
-                frames,
-                triggers,
-            ),
+            Trigger::Ask { question, reply: r } => {
+                let res = self.settings.detail_resolution;
+                let prompt = question.clone();
+                self.user_request(
+                    Kind::Answer,
+                    prompt,
+                    Some(question),
+                    res,
+                    r,
+                    frames,
+                    triggers,
+                )
+            }
+            Trigger::Changed { reply: r } => self.changed(r, frames, triggers),
+            Trigger::Read { reply: r } => {
+                let prompt = self.settings.read_prompt.clone();
+                let res = self.settings.read_resolution;
+                self.user_request(Kind::Read, prompt, None, res, r, frames, triggers)
+            }
             Trigger::Repeat { reply: r } => {
                 self.repeat(r);
                 None
@@ -354,7 +441,7 @@ impl Worker {
         self.stats
             .paused
             .store(false, std::sync::atomic::Ordering::Relaxed);
-        self.watch.reset_run();
+        self.narrator.reset_run();
         self.speaker.notice("Narration resumed.");
         self.idle_state();
         reply(r, Response::accepted("resumed"));
@@ -402,32 +489,131 @@ impl Worker {
         );
     }
 
+    /// Answers a request at once, without the model (it interrupts like any request).
+    fn answer_now(&mut self, kind: Kind, text: &str, frame: Option<u64>, r: Option<Reply>) {
+        let id = NarrationId::next();
+        self.speaker.begin(NarrationMeta {
+            id,
+            kind,
+            priority: Priority::User,
+            trigger: Instant::now(),
+            wall: SystemTime::now(),
+            frame,
+            resolution: None,
+            question: None,
+            repeat: false,
+        });
+        self.flush_pending_ends();
+        self.speaker.text(id, text);
+        self.speaker.end(NarrationEnd {
+            id,
+            text: text.to_string(),
+            ..Default::default()
+        });
+        reply(
+            r,
+            Response::Narration {
+                kind,
+                text: text.to_string(),
+                resolution: None,
+                frame,
+                latency_ms: Latency::default(),
+            },
+        );
+    }
+
+    /// The embedding of `frame`: the one already computed for it, or a new one.
+    fn embedding_of(&mut self, frame: &Frame) -> Option<Vec<f32>> {
+        let known = self
+            .latest
+            .as_ref()
+            .filter(|(f, _)| f.number == frame.number)
+            .and_then(|(_, e)| e.clone());
+        known.or_else(|| self.embed(frame))
+    }
+
+    /// `changed`: what is different from the last description the user heard. When the scene
+    /// embedding says the view is the same, the answer is given without asking the model (a model
+    /// asked what changed tends to invent something); otherwise the model looks at the view with
+    /// the last description in its prompt.
+    fn changed(
+        &mut self,
+        r: Option<Reply>,
+        frames: &Receiver<Frame>,
+        triggers: &Receiver<Trigger>,
+    ) -> Option<Trigger> {
+        let Some(frame) = self.freshest(frames) else {
+            return self.no_frame(r);
+        };
+        let Some(before) = self.described.clone() else {
+            self.answer_now(
+                Kind::Changed,
+                "Nothing has been described yet.",
+                Some(frame.number),
+                r,
+            );
+            return None;
+        };
+        let state = classify(&view_stats(&frame.image), &self.settings.policy.guards);
+        if state != ViewState::Clear {
+            self.answer_now(Kind::Changed, state.notice(), Some(frame.number), r);
+            return None;
+        }
+        if let Some(e) = self.embedding_of(&frame) {
+            let d = cosine_distance(&before.embedding, &e);
+            if d <= self.settings.policy.scene.change_threshold {
+                tracing::debug!("changed: distance {d:.4} to the last description: the same view");
+                self.answer_now(Kind::Changed, "Nothing has changed.", Some(frame.number), r);
+                return None;
+            }
+        }
+        let prompt = self
+            .settings
+            .changed_prompt
+            .replace(crate::config::PREVIOUS, before.text.trim());
+        let res = self.settings.detail_resolution;
+        self.user_request(Kind::Changed, prompt, None, res, r, frames, triggers)
+    }
+
+    fn no_frame(&mut self, r: Option<Reply>) -> Option<Trigger> {
+        self.flush_pending_ends();
+        self.speaker.notice("No camera picture yet.");
+        reply(
+            r,
+            Response::error(ErrorCode::NoFrame, "no frame has been captured yet"),
+        );
+        None
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn user_request(
         &mut self,
         kind: Kind,
         prompt: String,
         question: Option<String>,
+        resolution: u32,
         r: Option<Reply>,
         frames: &Receiver<Frame>,
         triggers: &Receiver<Trigger>,
     ) -> Option<Trigger> {
         let trigger = Instant::now();
         let Some(frame) = self.freshest(frames) else {
-            self.flush_pending_ends();
-            self.speaker.notice("No camera picture yet.");
-            reply(
-                r,
-                Response::error(ErrorCode::NoFrame, "no frame has been captured yet"),
-            );
-            return None;
+            return self.no_frame(r);
         };
+        // the model is not asked about a view it cannot see: it would invent one
+        let state = classify(&view_stats(&frame.image), &self.settings.policy.guards);
+        if state != ViewState::Clear {
+            self.answer_now(kind, state.notice(), Some(frame.number), r);
+            return None;
+        }
         let job = Job {
             kind,
+            verbosity: None,
             priority: Priority::User,
             frame: frame.clone(),
             prompt,
             question,
-            resolution: self.settings.detail_resolution,
+            resolution,
             max_tokens: self.settings.detail_max_tokens,
             trigger,
             wall: SystemTime::now(),
@@ -439,21 +625,24 @@ impl Worker {
                     r,
                     Response::Narration {
                         kind,
-                        text: out.text,
-                        resolution: Some(self.settings.detail_resolution),
+                        text: out.text.clone(),
+                        resolution: Some(resolution),
                         frame: Some(frame.number),
                         latency_ms: out.latency,
                     },
                 );
                 // the user has heard about this view: compare later frames with it
-                if !self.paused {
-                    let known = self
-                        .latest
-                        .as_ref()
-                        .filter(|(f, _)| f.number == frame.number)
-                        .and_then(|(_, e)| e.clone());
-                    if let Some(e) = known.or_else(|| self.embed(&frame)) {
-                        self.watch.seen(e);
+                if !self.paused || kind == Kind::Detail {
+                    if let Some(e) = self.embedding_of(&frame) {
+                        if kind == Kind::Detail {
+                            self.described = Some(Described {
+                                embedding: e.clone(),
+                                text: out.text,
+                            });
+                        }
+                        if !self.paused {
+                            self.narrator.seen(e);
+                        }
                     }
                 }
             }
@@ -463,7 +652,8 @@ impl Worker {
     }
 
     /// Generates one narration, streaming sentences to speech; cancelled at the next token by a
-    /// pre-empting request (returned in the outcome) or by shutdown.
+    /// pre-empting request (returned in the outcome), by shutdown, or when the first sentence of a
+    /// scene repeats the last scene said (then nothing is spoken).
     fn narrate(&mut self, job: Job, triggers: &Receiver<Trigger>) -> Outcome {
         let id = NarrationId::next();
         self.speaker.begin(NarrationMeta {
@@ -481,6 +671,8 @@ impl Worker {
         self.stats.set_state(match job.kind {
             Kind::Scene => "describing scene",
             Kind::Answer => "answering",
+            Kind::Changed => "comparing",
+            Kind::Read => "reading",
             _ => "describing detail",
         });
         let request = DescribeRequest {
@@ -491,15 +683,36 @@ impl Worker {
         let preempt: RefCell<Option<Trigger>> = RefCell::new(None);
         let deferred: RefCell<Vec<Trigger>> = RefCell::new(vec![]);
         let first_text: Cell<Option<Instant>> = Cell::new(None);
-        let mut splitter = SentenceSplitter::default();
+        let repeat: Cell<Option<f32>> = Cell::new(None);
+        let said_first = Cell::new(false);
+        let splitter = RefCell::new(SentenceSplitter::default());
         let speaker = self.speaker.clone();
         let stats = self.stats.clone();
         let stop = self.stop.clone();
         let paused = self.paused;
+        let narrator = &self.narrator;
+        // one complete sentence: the first loses an "The image shows" opening and, for a scene,
+        // is checked against the last scene said
+        let sentence = |s: &str| {
+            if repeat.get().is_some() {
+                return;
+            }
+            let Some(mut s) = speakable(s) else { return };
+            if !said_first.get() {
+                said_first.set(true);
+                s = strip_preamble(&s);
+                if let Some(sim) = job.verbosity.and_then(|v| narrator.repeats(v, &s)) {
+                    tracing::debug!("narration {id} repeats the last scene ({sim:.2}): {s}");
+                    repeat.set(Some(sim));
+                    return;
+                }
+            }
+            speaker.text(id, s);
+        };
         let result = {
             let cancel = || {
                 stats.beat();
-                if stop.is_set() || preempt.borrow().is_some() {
+                if stop.is_set() || preempt.borrow().is_some() || repeat.get().is_some() {
                     return true;
                 }
                 while let Ok(t) = triggers.try_recv() {
@@ -515,10 +728,9 @@ impl Worker {
                 if first_text.get().is_none() {
                     first_text.set(Some(Instant::now()));
                 }
-                for s in splitter.push(piece) {
-                    if let Some(s) = speakable(&s) {
-                        speaker.text(id, s);
-                    }
+                let done = splitter.borrow_mut().push(piece);
+                for s in done {
+                    sentence(&s);
                 }
             };
             self.describer
@@ -534,15 +746,15 @@ impl Worker {
                         ErrorCode::Superseded,
                         "pre-empted by a newer request".to_string(),
                     ))
-                } else if d.cancelled || stopping {
+                } else if (d.cancelled && repeat.get().is_none()) || stopping {
                     Some((ErrorCode::ShuttingDown, "shutdown".to_string()))
                 } else {
                     None
                 };
                 if stopped.is_none() {
                     Stats::inc(&self.stats.described);
-                    if let Some(rest) = splitter.finish().as_deref().and_then(speakable) {
-                        self.speaker.text(id, rest);
+                    if let Some(rest) = splitter.borrow_mut().finish() {
+                        sentence(&rest);
                     }
                 }
                 let tokens = d.token_ids.len();
@@ -562,6 +774,8 @@ impl Worker {
                 )
             }
         };
+        let repeat = repeat.get().filter(|_| stopped.is_none());
+        let text = strip_preamble(text.trim());
         let latency = Latency {
             first_text: first_text.get().map(|f| ms(job.trigger, f)),
             first_speech: None,
@@ -572,11 +786,18 @@ impl Worker {
                 .map(|t| t.decode_tokens_per_s)
                 .filter(|x| *x > 0.0),
         };
+        let reason = match (&stopped, repeat) {
+            (Some((_, r)), _) => Some(r.clone()),
+            (None, Some(sim)) => Some(format!(
+                "repeat: says what the last scene narration said (similarity {sim:.2})"
+            )),
+            (None, None) => None,
+        };
         let end = NarrationEnd {
             id,
-            text: text.trim().to_string(),
+            text: text.clone(),
             cancelled,
-            reason: stopped.as_ref().map(|(_, r)| r.clone()),
+            reason,
             tokens,
             timings,
             first_text: first_text.get(),
@@ -586,20 +807,21 @@ impl Worker {
         } else {
             self.speaker.end(end);
         }
-        if stopped.is_none() {
+        if stopped.is_none() && repeat.is_none() {
             self.last_said = Some(Said {
                 kind: job.kind,
-                text: text.trim().to_string(),
+                text: text.clone(),
                 frame: Some(job.frame.number),
                 resolution: Some(job.resolution),
             });
         }
         self.idle_state();
         Outcome {
-            text: text.trim().to_string(),
+            text,
             latency,
             stopped,
             preempted_by,
+            repeat,
         }
     }
 }
@@ -613,6 +835,8 @@ fn answer_shutdown(t: Trigger) {
         Trigger::Detail { reply }
         | Trigger::Ask { reply, .. }
         | Trigger::Repeat { reply }
+        | Trigger::Changed { reply }
+        | Trigger::Read { reply }
         | Trigger::Pause { reply }
         | Trigger::Resume { reply } => reply,
         Trigger::TogglePause => None,
