@@ -146,6 +146,14 @@ fn start(
     }
 }
 
+/// What is left of a [`Running`] daemon once it has stopped.
+struct Stopped2 {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    socket: PathBuf,
+    embeds: Arc<AtomicU32>,
+}
+
 impl Running {
     fn req(&self, line: &str) -> Value {
         request(&self.socket, line)
@@ -155,12 +163,35 @@ impl Running {
         self.req(r#"{"cmd":"status"}"#)
     }
 
+    /// The daemon's result, waiting at most a minute (a hang fails the test instead of blocking it).
+    fn join(self) -> (anyhow::Result<Stopped>, Stopped2) {
+        let t = Instant::now();
+        while !self.handle.is_finished() {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "the daemon did not stop: {}",
+                logged()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (
+            self.handle.join().unwrap(),
+            Stopped2 {
+                _dir: self._dir,
+                dir: self.dir,
+                socket: self.socket,
+                embeds: self.embeds,
+            },
+        )
+    }
+
     fn stop(self) -> Vec<Value> {
         assert_eq!(self.req(r#"{"cmd":"stop"}"#)["reply"], "accepted");
-        let stopped = self.handle.join().unwrap().unwrap();
+        let (stopped, rest) = self.join();
+        let stopped = stopped.unwrap();
         assert_eq!(stopped, Stopped::Requested);
-        assert!(!self.socket.exists(), "the socket is removed");
-        records(&self.dir.join("narration.jsonl"))
+        assert!(!rest.socket.exists(), "the socket is removed");
+        records(&rest.dir.join("narration.jsonl"))
     }
 }
 
@@ -181,8 +212,9 @@ fn picture_folder(dir: &Path) -> String {
     format!("source = \"images\"\npath = \"{}\"\nfps = 10", d.display())
 }
 
-const SCENES: &str =
-    "[scene]\nstable_frames = 1\ncooldown_s = 0\n\n[describe]\ndetail_resolution = 512";
+/// Fast scenes; the view guards off (the test pictures are plain colours, which they would call
+/// "covered"): these tests are about faults, not about the narration policy.
+const SCENES: &str = "[scene]\nstable_frames = 1\ncooldown_s = 0\n\n[describe]\ndetail_resolution = 512\n\n[guards]\nenabled = false";
 
 /// A source that fails from `from` to `until` after it was first opened (open fails then too).
 struct Flaky {
@@ -352,7 +384,7 @@ fn a_full_disk_under_the_narration_log_does_not_stop_narration() {
     assert!(s["frames"]["described"].as_u64().unwrap() >= 2, "{s}");
     assert_eq!(s["last_narration"]["text"], "A view at 512 pixels.", "{s}");
     assert_eq!(d.req(r#"{"cmd":"stop"}"#)["reply"], "accepted");
-    assert_eq!(d.handle.join().unwrap().unwrap(), Stopped::Requested);
+    assert_eq!(d.join().0.unwrap(), Stopped::Requested);
     let log = logged();
     assert_eq!(
         log.matches("narration log /dev/full: cannot write").count(),
@@ -392,7 +424,8 @@ fn a_narration_log_removed_while_running_is_started_again() {
 #[test]
 fn a_panicking_thread_is_said_logged_and_stops_the_daemon_with_a_failure() {
     let d = start(picture_folder, SCENES, None, Some(3));
-    let stopped = d.handle.join().unwrap().unwrap();
+    let (stopped, d) = d.join();
+    let stopped = stopped.unwrap();
     match &stopped {
         Stopped::Failed(why) => assert!(
             why.contains("the worker thread panicked: scripted failure in embedding 3"),
