@@ -220,7 +220,9 @@ pub fn run(
         }
     };
 
-    // worker
+    // worker (the watchdog's progress clocks start now: the model load before does not count)
+    stats.beat();
+    stats.capture_beat();
     let (slot, frames) = frame_slot();
     let (trigger_tx, triggers) = crossbeam_channel::bounded::<Trigger>(TRIGGER_QUEUE);
     let stop_flag = Flag::new();
@@ -359,29 +361,36 @@ pub fn run(
             },
             default(tick) => {},
         }
-        let idle = stats.since_beat();
-        if let Some(w) = watchdog {
-            // only while the worker makes progress: a hung worker must trip the watchdog
-            if idle < w {
-                notify(&[sd_notify::NotifyState::Watchdog]);
+        // only while the worker and the capture thread make progress: a hung worker, or a frame
+        // read that never returns, must trip the watchdog
+        let limit = watchdog.unwrap_or(STALL_LIMIT);
+        let stalled: Vec<(&str, Duration)> = [
+            ("worker", stats.since_beat()),
+            ("capture", stats.since_capture_beat()),
+        ]
+        .into_iter()
+        .filter(|(_, idle)| *idle >= limit)
+        .collect();
+        if watchdog.is_some() && stalled.is_empty() {
+            notify(&[sd_notify::NotifyState::Watchdog]);
+        }
+        if !stalled.is_empty() && !warned_stall {
+            for (who, idle) in &stalled {
+                tracing::warn!(
+                    "the {who} thread has made no progress for {} s{}",
+                    idle.as_secs(),
+                    if watchdog.is_some() {
+                        "; the systemd watchdog will restart scenesay"
+                    } else {
+                        ""
+                    }
+                );
             }
         }
-        let stalled = idle >= watchdog.unwrap_or(STALL_LIMIT);
-        if stalled && !warned_stall {
-            tracing::warn!(
-                "the worker has made no progress for {} s{}",
-                idle.as_secs(),
-                if watchdog.is_some() {
-                    "; the systemd watchdog will restart scenesay"
-                } else {
-                    ""
-                }
-            );
-        }
-        warned_stall = stalled;
+        warned_stall = !stalled.is_empty();
         let mut status = stats.summary();
-        if stalled {
-            status.push_str(&format!("; worker stalled for {} s", idle.as_secs()));
+        for (who, idle) in &stalled {
+            status.push_str(&format!("; {who} stalled for {} s", idle.as_secs()));
         }
         if status != last_status {
             notify(&[sd_notify::NotifyState::Status(&status)]);

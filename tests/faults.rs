@@ -289,6 +289,7 @@ fn a_source_failing_for_three_seconds_is_announced_once_and_resumes_by_itself() 
     let mut after = 0;
     let mut last_number = 0;
     let mut seen_retrying = false;
+    let mut quiet = Duration::ZERO;
     while flaky.t0.elapsed() < Duration::from_secs(9) {
         if let Ok(fr) = frames.recv_timeout(Duration::from_millis(50)) {
             assert!(fr.number > last_number, "frame numbers keep counting");
@@ -301,12 +302,18 @@ fn a_source_failing_for_three_seconds_is_announced_once_and_resumes_by_itself() 
             }
         }
         seen_retrying |= stats.report().source_state.starts_with("retrying");
+        // waiting between retries is not a stall
+        quiet = quiet.max(stats.since_capture_beat());
     }
     drop(stop_tx);
     thread.join().unwrap();
     assert!(last_before > 0, "frames before the outage");
     assert!(after > 20, "frames after the outage: {after}");
     assert!(seen_retrying, "the outage showed in the status");
+    assert!(
+        quiet < Duration::from_millis(1500),
+        "{quiet:?} without a sign of life"
+    );
     assert_eq!(stats.report().source_state, "running");
     let said: Vec<String> = speech
         .try_iter()
@@ -481,4 +488,79 @@ fn a_model_loader_that_panics_is_a_model_failure_not_a_crash() {
         n.contains(&"scenesay cannot start: the model could not be loaded.".to_string()),
         "{n:?}"
     );
+}
+
+/// A live source whose frame read blocks while `stuck` is set (a stalled camera), or that ends.
+struct Stalling {
+    stuck: Arc<std::sync::atomic::AtomicBool>,
+    frames_left: u32,
+}
+
+impl FrameSource for Stalling {
+    fn name(&self) -> String {
+        "stalling camera".into()
+    }
+    fn live(&self) -> bool {
+        true
+    }
+    fn next_frame(&mut self) -> Result<Option<RgbImage>, CaptureError> {
+        while self.stuck.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if self.frames_left == 0 {
+            return Ok(None);
+        }
+        self.frames_left -= 1;
+        std::thread::sleep(Duration::from_millis(20));
+        Ok(Some(RgbImage::new(4, 4)))
+    }
+}
+
+#[test]
+fn a_frame_read_that_never_returns_shows_as_a_capture_stall_and_waiting_does_not() {
+    let stuck = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (slot, frames) = capture::frame_slot();
+    let (tx, _speech) = crossbeam_channel::unbounded();
+    let stats = Arc::new(Stats::new(Clock::new()));
+    let (stop_tx, stop) = crossbeam_channel::bounded::<()>(0);
+    let (s, st) = (stuck.clone(), stats.clone());
+    let thread = std::thread::spawn(move || {
+        capture::run_capture(
+            move || {
+                Ok(Box::new(Stalling {
+                    stuck: s.clone(),
+                    frames_left: 100,
+                }) as Box<dyn FrameSource>)
+            },
+            SourceKind::Camera,
+            30.0,
+            slot,
+            Speaker::new(tx),
+            st,
+            stop,
+        )
+    });
+    frames.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(stats.since_capture_beat() < Duration::from_millis(500));
+    // the camera stalls inside a read: no more signs of life
+    stuck.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        stats.since_capture_beat() >= Duration::from_secs(2),
+        "{:?}",
+        stats.since_capture_beat()
+    );
+    // it recovers, delivers its last frames and ends: waiting for the daemon to stop is alive
+    stuck.store(false, Ordering::SeqCst);
+    wait_for(Duration::from_secs(30), "the end of the source", || {
+        stats.report().source_state == "ended"
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        stats.since_capture_beat() < Duration::from_millis(1500),
+        "{:?}",
+        stats.since_capture_beat()
+    );
+    drop(stop_tx);
+    thread.join().unwrap();
 }
