@@ -495,7 +495,7 @@ impl Config {
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let mut c: Config = toml::from_str(text).map_err(|e| ConfigError::Invalid {
             path: path.to_path_buf(),
-            problems: vec![locate(text, e.span(), e.message().trim())],
+            problems: vec![locate(text, e.span(), &toml_message(text, &e))],
         })?;
         if let Err(list) = c.validate() {
             let problems = list
@@ -810,6 +810,27 @@ fn resolve_path(p: &str, base: Option<&Path>) -> String {
     path.to_string_lossy().into_owned()
 }
 
+/// The TOML parser's message, or — where it has none (a control character, even in a comment) —
+/// what is wrong at that place.
+fn toml_message(text: &str, e: &toml::de::Error) -> String {
+    let m = e.message().trim();
+    if !m.is_empty() {
+        return m.to_string();
+    }
+    let at = e
+        .span()
+        .and_then(|r| text.get(floor_char_boundary(text, r.start)..))
+        .and_then(|rest| rest.chars().next());
+    match at {
+        Some(c) if c.is_control() => format!(
+            "control character U+{:04X} is not allowed in a TOML file (not even in a comment): delete it",
+            c as u32
+        ),
+        Some(c) => format!("unexpected character {c:?}"),
+        None => "the file ends too early".to_string(),
+    }
+}
+
 /// The byte span of the value of a dotted key (`scene.stable_frames`) in a TOML text, falling back
 /// to the key, then to its table.
 pub fn key_span(text: &str, dotted: &str) -> Option<Range<usize>> {
@@ -1005,6 +1026,17 @@ mod tests {
         assert_eq!(
             c.model_dir(),
             Some(PathBuf::from("/nonexistent/dir/demo-model"))
+        );
+    }
+
+    #[test]
+    fn a_control_character_is_named() {
+        let p = only_problem("[scene]\n# a comment with a \u{b} in it\n");
+        assert_eq!((p.line, p.column), (2, 20));
+        assert!(
+            p.message.contains("control character U+000B"),
+            "{}",
+            p.message
         );
     }
 

@@ -28,7 +28,9 @@ use crate::control::server::{self, Handles};
 use crate::describer::Describer;
 use crate::narration::NarrationLog;
 use crate::signals::Flag;
+use crate::speech::resilient::Resilient;
 use crate::speech::service::{Speaker, SpeechService, SpeechSettings};
+use crate::speech::SpeechSink;
 use crate::status::{Clock, Stats};
 use crate::worker::{Trigger, Worker, WorkerSettings};
 
@@ -66,6 +68,17 @@ pub const SHUTDOWN_DEADLINE: Duration = Duration::from_millis(1600);
 
 const TRIGGER_QUEUE: usize = 8;
 
+/// Threads without which the daemon is half alive: their end stops it (so systemd restarts it).
+/// The hotkey thread may end (no keyboard readable), SIGUSR1's only ends on shutdown.
+const ESSENTIAL: [&str; 4] = ["worker", "speech", "capture", "control"];
+
+/// How long a failing daemon waits for its failure notice to be said.
+const FAILURE_NOTICE_LIMIT: Duration = Duration::from_secs(5);
+
+/// Without a systemd watchdog, how long the worker may make no progress before it is reported
+/// stalled (log and STATUS=); with one, the watchdog interval.
+const STALL_LIMIT: Duration = Duration::from_secs(60);
+
 enum ThreadEnd {
     Exited(&'static str),
     Panicked(&'static str, String),
@@ -83,16 +96,18 @@ fn spawn(
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
             let _ = ends.send(match r {
                 Ok(()) => ThreadEnd::Exited(name),
-                Err(p) => ThreadEnd::Panicked(
-                    name,
-                    p.downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| p.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".into()),
-                ),
+                Err(p) => ThreadEnd::Panicked(name, panic_message(p.as_ref())),
             });
         })
         .with_context(|| format!("cannot start the {name} thread"))
+}
+
+/// The message a panic carried.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// Joins `h` unless `deadline` passes first.
@@ -148,7 +163,11 @@ pub fn run(
     let speech_cfg = config.speech.clone();
     let speech_stats = stats.clone();
     let speech = spawn("speech", &ends_tx, move || {
-        let (sink, note) = crate::speech::open_sink(&speech_cfg);
+        let st = speech_stats.clone();
+        let (sink, note) = Resilient::open(
+            &speech_cfg,
+            Box::new(move |name| st.set_speech_backend(name)),
+        );
         if let Some(note) = note {
             tracing::warn!("speech: {note}");
         }
@@ -157,7 +176,8 @@ pub fn run(
             stale_after: Duration::from_secs_f64(speech_cfg.stale_s),
             acknowledge: speech_cfg.acknowledge.then(|| "Looking.".to_string()),
         };
-        SpeechService::new(sink, settings, log, speech_stats).run(speech_rx, speech_stop_rx);
+        SpeechService::new(Box::new(sink), settings, log, speech_stats)
+            .run(speech_rx, speech_stop_rx);
     })?;
     let speech = Some(speech);
 
@@ -182,7 +202,15 @@ pub fn run(
     };
     tracing::info!("control socket: {}", socket.display());
 
-    let describer = match load() {
+    // a loader that panics on a damaged checkpoint is a load failure like any other
+    let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)).unwrap_or_else(|p| {
+        Err(crate::exit::Exit::new(
+            crate::exit::MODEL_UNAVAILABLE,
+            anyhow::anyhow!("the model loader crashed: {}", panic_message(p.as_ref())),
+        )
+        .into())
+    });
+    let describer = match loaded {
         Ok(d) => d,
         Err(e) => {
             speaker.notice("scenesay cannot start: the model could not be loaded.");
@@ -192,7 +220,9 @@ pub fn run(
         }
     };
 
-    // worker
+    // worker (the watchdog's progress clocks start now: the model load before does not count)
+    stats.beat();
+    stats.capture_beat();
     let (slot, frames) = frame_slot();
     let (trigger_tx, triggers) = crossbeam_channel::bounded::<Trigger>(TRIGGER_QUEUE);
     let stop_flag = Flag::new();
@@ -313,16 +343,17 @@ pub fn run(
         .unwrap_or(Duration::from_secs(5))
         .max(Duration::from_millis(100));
     let mut last_status = String::new();
+    let mut warned_stall = false;
     let stopped = loop {
         select! {
             recv(shutdown.rx) -> _ => break Stopped::Requested,
             recv(ends) -> e => match e {
                 Ok(ThreadEnd::Panicked(name, msg)) => {
                     tracing::error!("the {name} thread panicked: {msg}");
-                    speaker.notice("scenesay failed and is stopping.");
                     break Stopped::Failed(format!("the {name} thread panicked: {msg}"));
                 }
-                Ok(ThreadEnd::Exited(name)) if matches!(name, "worker" | "speech") => {
+                Ok(ThreadEnd::Exited(name)) if ESSENTIAL.contains(&name) => {
+                    tracing::error!("the {name} thread stopped unexpectedly");
                     break Stopped::Failed(format!("the {name} thread stopped unexpectedly"));
                 }
                 Ok(ThreadEnd::Exited(name)) => tracing::debug!("the {name} thread ended"),
@@ -330,18 +361,52 @@ pub fn run(
             },
             default(tick) => {},
         }
-        if let Some(w) = watchdog {
-            // only while the worker makes progress: a hung worker must trip the watchdog
-            if stats.since_beat() < w {
-                notify(&[sd_notify::NotifyState::Watchdog]);
+        // only while the worker and the capture thread make progress: a hung worker, or a frame
+        // read that never returns, must trip the watchdog
+        let limit = watchdog.unwrap_or(STALL_LIMIT);
+        let stalled: Vec<(&str, Duration)> = [
+            ("worker", stats.since_beat()),
+            ("capture", stats.since_capture_beat()),
+        ]
+        .into_iter()
+        .filter(|(_, idle)| *idle >= limit)
+        .collect();
+        if watchdog.is_some() && stalled.is_empty() {
+            notify(&[sd_notify::NotifyState::Watchdog]);
+        }
+        if !stalled.is_empty() && !warned_stall {
+            for (who, idle) in &stalled {
+                tracing::warn!(
+                    "the {who} thread has made no progress for {} s{}",
+                    idle.as_secs(),
+                    if watchdog.is_some() {
+                        "; the systemd watchdog will restart scenesay"
+                    } else {
+                        ""
+                    }
+                );
             }
         }
-        let status = stats.summary();
+        warned_stall = !stalled.is_empty();
+        let mut status = stats.summary();
+        for (who, idle) in &stalled {
+            status.push_str(&format!("; {who} stalled for {} s", idle.as_secs()));
+        }
         if status != last_status {
             notify(&[sd_notify::NotifyState::Status(&status)]);
             last_status = status;
         }
     };
+
+    if let Stopped::Failed(_) = &stopped {
+        // no half-alive daemon: say so at once (when speech still works), then stop so systemd
+        // restarts it
+        speaker.silence();
+        speaker.notice("scenesay failed and is stopping.");
+        if !speaker.flush(FAILURE_NOTICE_LIMIT) {
+            tracing::warn!("the failure notice could not be said in time");
+        }
+    }
 
     // ordered shutdown
     let t0 = Instant::now();

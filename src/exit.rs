@@ -13,6 +13,9 @@ pub const PARTIAL: u8 = 3;
 pub const NO_INPUT: u8 = 66;
 /// The model cannot be loaded: missing, unreadable or inconsistent checkpoint (EX_UNAVAILABLE).
 pub const MODEL_UNAVAILABLE: u8 = 69;
+/// The daemon stopped because one of its threads failed (a bug: the log says which and why);
+/// systemd restarts it (EX_SOFTWARE).
+pub const INTERNAL: u8 = 70;
 /// The daemon is not running (nothing answers on its control socket), or it failed to answer in
 /// time; trying again later may work (EX_TEMPFAIL).
 pub const NOT_RUNNING: u8 = 75;

@@ -61,6 +61,9 @@ pub struct Stats {
     pub paused: AtomicBool,
     /// Worker progress (milliseconds on the daemon clock), for the watchdog.
     heartbeat_ms: AtomicU64,
+    /// Capture thread progress (milliseconds on the daemon clock): a frame read that never returns
+    /// (a stalled camera) stops it.
+    capture_ms: AtomicU64,
     facts: Mutex<Facts>,
 }
 
@@ -74,6 +77,7 @@ impl Stats {
             dropped: AtomicU64::new(0),
             paused: AtomicBool::new(false),
             heartbeat_ms: AtomicU64::new(0),
+            capture_ms: AtomicU64::new(0),
             facts: Mutex::new(Facts {
                 state: "starting".into(),
                 ..Default::default()
@@ -100,6 +104,19 @@ impl Stats {
     pub fn since_beat(&self) -> Duration {
         self.clock.now().saturating_sub(Duration::from_millis(
             self.heartbeat_ms.load(Ordering::Relaxed),
+        ))
+    }
+
+    /// The capture thread is alive (between frames, or waiting on purpose).
+    pub fn capture_beat(&self) {
+        self.capture_ms
+            .store(self.clock.now().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Time since the capture thread last showed it was alive.
+    pub fn since_capture_beat(&self) -> Duration {
+        self.clock.now().saturating_sub(Duration::from_millis(
+            self.capture_ms.load(Ordering::Relaxed),
         ))
     }
 

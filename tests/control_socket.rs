@@ -304,6 +304,7 @@ fn the_socket_is_private_and_single() {
 #[test]
 fn a_stale_socket_file_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let path = dir.path().join("scenesay.sock");
     // a socket left behind by a crashed daemon: bound, then its listener dropped
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());

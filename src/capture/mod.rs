@@ -4,6 +4,8 @@
 //! through a one-frame slot where the freshest frame replaces a stale one ([`FrameSlot`]: memory
 //! never grows and the model always sees the present), and survives source failures: a missing or
 //! unplugged camera is reported once (spoken and logged) and retried with backoff until it works.
+//! The thread shows it is alive ([`Stats::capture_beat`]) between frames and while it waits, so a
+//! frame read that never returns (a stalled camera) stops the systemd watchdog.
 
 pub mod camera;
 pub mod images;
@@ -133,9 +135,21 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_secs((1u64 << attempt.min(5)).min(30))
 }
 
-/// Waits `d` unless `stop` fires first; true when stopped.
-fn wait_or_stop(stop: &Receiver<()>, d: Duration) -> bool {
-    !matches!(stop.recv_timeout(d), Err(RecvTimeoutError::Timeout))
+/// Waits `d` unless `stop` fires first, showing the thread alive at least once a second; true
+/// when stopped.
+fn wait_or_stop(stop: &Receiver<()>, d: Duration, stats: &Stats) -> bool {
+    let end = Instant::now() + d;
+    loop {
+        stats.capture_beat();
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        match stop.recv_timeout(left.min(Duration::from_secs(1))) {
+            Err(RecvTimeoutError::Timeout) => {}
+            _ => return true,
+        }
+    }
 }
 
 /// The capture loop: opens the source (retrying with backoff), paces and offers frames, until
@@ -155,11 +169,12 @@ pub fn run_capture(
     let mut failures = 0u32;
     let mut reported: Option<String> = None;
     'open: loop {
+        stats.capture_beat();
         let mut source = match open() {
             Ok(s) => s,
             Err(e) => {
                 fail(&e, &mut failures, &mut reported, &speaker, &stats);
-                if wait_or_stop(&stop, backoff(failures - 1)) {
+                if wait_or_stop(&stop, backoff(failures - 1), &stats) {
                     return;
                 }
                 continue 'open;
@@ -179,7 +194,7 @@ pub fn run_capture(
         loop {
             if !live {
                 let now = Instant::now();
-                if next_at > now && wait_or_stop(&stop, next_at - now) {
+                if next_at > now && wait_or_stop(&stop, next_at - now, &stats) {
                     return;
                 }
                 next_at = (next_at + interval).max(Instant::now());
@@ -188,6 +203,7 @@ pub fn run_capture(
                 Err(crossbeam_channel::TryRecvError::Empty) => {}
                 _ => return,
             }
+            stats.capture_beat();
             match source.next_frame() {
                 Ok(Some(image)) => {
                     number += 1;
@@ -207,13 +223,14 @@ pub fn run_capture(
                     tracing::info!("{name}: end of the sequence after {number} frames");
                     stats.set_source(&name, "ended");
                     speaker.notice(words(kind).ended);
-                    let _ = stop.recv();
+                    // idle but alive until the daemon stops
+                    while !wait_or_stop(&stop, Duration::from_secs(3600), &stats) {}
                     return;
                 }
                 Err(e) => {
                     drop(source);
                     fail(&e, &mut failures, &mut reported, &speaker, &stats);
-                    if wait_or_stop(&stop, backoff(failures - 1)) {
+                    if wait_or_stop(&stop, backoff(failures - 1), &stats) {
                         return;
                     }
                     continue 'open;

@@ -365,6 +365,17 @@ fn check_socket(r: &mut Report, config: &Config) {
         ),
         Err(_) => {
             let dir = path.parent().map(|d| d.to_path_buf()).unwrap_or_default();
+            if dir.is_dir() {
+                if let Err(e) = crate::control::server::check_folder(&dir) {
+                    r.line(
+                        Level::Fail,
+                        "socket",
+                        &e.to_string(),
+                        Some("chmod 700 that folder, or set `[control] socket` to a path in a private folder"),
+                    );
+                    return;
+                }
+            }
             let usable = dir.is_dir() || std::fs::create_dir_all(&dir).is_ok();
             if usable {
                 r.line(

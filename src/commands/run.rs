@@ -106,6 +106,6 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     )?;
     match stopped {
         Stopped::Requested => Ok(exit::OK),
-        Stopped::Failed(why) => Err(anyhow::anyhow!(why)),
+        Stopped::Failed(why) => Err(anyhow::anyhow!(why)).exit_code(exit::INTERNAL),
     }
 }

@@ -85,6 +85,8 @@ pub enum ErrorCode {
     Failed,
     /// The daemon is shutting down.
     ShuttingDown,
+    /// The connecting user is neither the daemon's user nor root.
+    Forbidden,
 }
 
 /// The daemon's reply to one request.

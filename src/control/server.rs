@@ -2,6 +2,11 @@
 //! served by a small single-threaded tokio runtime on its own OS thread. Each line is one
 //! [`Request`]; requests that need the model become [`Trigger`]s for the worker, `status` is
 //! answered from the shared counters at once, `stop` asks the daemon to shut down.
+//!
+//! Who may connect: the socket lives in a folder only its owner can enter (mode 0700, checked at
+//! start), the socket file is 0600, and each connection's peer credentials (SO_PEERCRED) must be
+//! the daemon's own user or root — anyone else gets a `forbidden` reply and is disconnected, even
+//! if the file permissions were loosened by hand. There is no network listener of any kind.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -28,22 +33,70 @@ pub enum ControlError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("the control socket's folder {} is not private ({why}): others could reach or replace the socket; use a folder only you can enter (mode 0700), e.g. leave `[control] socket` empty for $XDG_RUNTIME_DIR/scenesay.sock", path.display())]
+    InsecureFolder { path: PathBuf, why: String },
+    #[error("{} exists and is not a socket: scenesay will not remove it; set `[control] socket` to another path", .0.display())]
+    NotASocket(PathBuf),
 }
 
-/// Binds the socket at `path`: creates its folder (0700) if needed, replaces a stale socket file
-/// left by a crash, refuses if a daemon answers there, and makes the socket 0600.
+/// The effective user id of this process.
+pub fn own_uid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// May a peer with this user id use the socket? The daemon's own user, and root.
+pub fn peer_allowed(peer_uid: u32, own_uid: u32) -> bool {
+    peer_uid == own_uid || peer_uid == 0
+}
+
+/// Checks that the socket's folder is owned by this user (or root) and closed to group and others.
+pub fn check_folder(dir: &Path) -> Result<(), ControlError> {
+    use std::os::unix::fs::MetadataExt;
+    let insecure = |why: String| ControlError::InsecureFolder {
+        path: dir.to_path_buf(),
+        why,
+    };
+    let m = std::fs::metadata(dir).map_err(|e| ControlError::Bind {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
+    let me = own_uid();
+    if m.uid() != me && m.uid() != 0 {
+        return Err(insecure(format!(
+            "owned by user {}, not by you ({me})",
+            m.uid()
+        )));
+    }
+    if m.mode() & 0o077 != 0 {
+        return Err(insecure(format!("mode {:o}", m.mode() & 0o7777)));
+    }
+    Ok(())
+}
+
+/// Binds the socket at `path`: creates its folder (0700) if needed and checks that it is private,
+/// replaces a stale socket file left by a crash (never any other kind of file), refuses if a
+/// daemon answers there, and makes the socket 0600.
 pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, ControlError> {
+    use std::os::unix::fs::FileTypeExt;
     let err = |source| ControlError::Bind {
         path: path.to_path_buf(),
         source,
     };
     if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() && !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(err)?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+        if !dir.as_os_str().is_empty() {
+            if !dir.exists() {
+                std::fs::create_dir_all(dir).map_err(err)?;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(err)?;
+            }
+            check_folder(dir)?;
         }
     }
-    if std::fs::symlink_metadata(path).is_ok() {
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        if !m.file_type().is_socket() {
+            return Err(ControlError::NotASocket(path.to_path_buf()));
+        }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(ControlError::AlreadyRunning(path.to_path_buf()));
         }
@@ -52,6 +105,15 @@ pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, ControlErro
     let l = std::os::unix::net::UnixListener::bind(path).map_err(err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
     Ok(l)
+}
+
+/// Removes the socket file when the server ends, however it ends (a panic included).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// What the server needs from the daemon.
@@ -64,29 +126,46 @@ pub struct Handles {
 }
 
 /// Serves `listener` until `stop` changes or its sender is dropped; removes the socket file then.
+/// A panic while serving a connection is a bug: it is re-raised on this thread, so the daemon
+/// stops instead of running half alive.
 pub fn serve(
     listener: std::os::unix::net::UnixListener,
     path: PathBuf,
     handles: Handles,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    let _remove = RemoveOnDrop(path);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
         .build()?;
     listener.set_nonblocking(true)?;
-    let result = rt.block_on(async move {
+    let me = own_uid();
+    rt.block_on(async move {
         let listener = tokio::net::UnixListener::from_std(listener)?;
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let mut tasks = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
                 _ = stop.changed() => break,
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Err(e) = done {
+                        if e.is_panic() {
+                            std::panic::resume_unwind(e.into_panic());
+                        }
+                    }
+                }
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
-                        let handles = handles.clone();
+                        if let Err(who) = check_peer(&stream, me) {
+                            tracing::warn!("control: refused a connection from {who}: only user {me} and root may use the socket");
+                            tasks.spawn(refuse(stream, ErrorCode::Forbidden, "this socket belongs to another user"));
+                            continue;
+                        }
                         match slots.clone().try_acquire_owned() {
                             Ok(permit) => {
-                                tokio::spawn(async move {
+                                let handles = handles.clone();
+                                tasks.spawn(async move {
                                     if let Err(e) = connection(stream, handles).await {
                                         tracing::debug!("control: connection ended: {e}");
                                     }
@@ -94,21 +173,34 @@ pub fn serve(
                                 });
                             }
                             Err(_) => {
-                                tokio::spawn(async move {
-                                    let mut s = stream;
-                                    let _ = write_response(&mut s, &Response::error(ErrorCode::Busy, "too many connections")).await;
-                                });
+                                tasks.spawn(refuse(stream, ErrorCode::Busy, "too many connections"));
                             }
                         }
                     }
-                    Err(e) => tracing::warn!("control: accept failed: {e}"),
+                    Err(e) => {
+                        // e.g. out of file descriptors: wait instead of spinning
+                        tracing::warn!("control: accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
                 },
             }
         }
         Ok::<(), std::io::Error>(())
-    });
-    let _ = std::fs::remove_file(&path);
-    result
+    })
+}
+
+/// The peer, described for the log, when it may not use the socket.
+fn check_peer(stream: &tokio::net::UnixStream, me: u32) -> Result<(), String> {
+    match stream.peer_cred() {
+        Ok(c) if peer_allowed(c.uid(), me) => Ok(()),
+        Ok(c) => Err(format!("user {} (pid {})", c.uid(), c.pid().unwrap_or(0))),
+        Err(e) => Err(format!("an unknown peer ({e})")),
+    }
+}
+
+/// Answers a connection with one error line and closes it.
+async fn refuse(mut stream: tokio::net::UnixStream, code: ErrorCode, message: &'static str) {
+    let _ = write_response(&mut stream, &Response::error(code, message)).await;
 }
 
 async fn write_response<W: AsyncWriteExt + Unpin>(w: &mut W, r: &Response) -> std::io::Result<()> {

@@ -1,8 +1,9 @@
 //! Speech output. A [`SpeechSink`] says one utterance at a time and can be stopped; the backends
 //! are speech-dispatcher (through the `tts` crate: what the Orca screen reader uses, so the user's
-//! voice and rate settings apply), espeak-ng run directly, and `log` (print only). [`open_sink`]
-//! picks one from the configuration and falls back — speech-dispatcher → espeak-ng → log — saying
-//! which it chose, so the daemon is never silent without a reason in its log.
+//! voice and rate settings apply), espeak-ng run directly, and `log` (print only).
+//! [`resilient::Resilient`] picks one from the configuration and falls back — speech-dispatcher →
+//! espeak-ng → log — saying which it chose, at start and whenever the backend in use dies while
+//! running, so the daemon is never silent without a reason in its log.
 //!
 //! The speech thread ([`service`]) owns the sink, applies the queue policy
 //! ([`crate::policy::speech`]) and writes the narration log.
@@ -10,6 +11,7 @@
 pub mod dispatcher;
 pub mod espeak;
 pub mod ledger;
+pub mod resilient;
 pub mod sentences;
 pub mod service;
 pub mod stdout;
@@ -44,32 +46,6 @@ pub trait SpeechSink {
     fn stop(&mut self) -> Result<(), SpeechError>;
     /// Is the last utterance still being said?
     fn is_speaking(&mut self) -> Result<bool, SpeechError>;
-}
-
-/// Opens the configured backend, falling back to the next one when it cannot be used. Returns the
-/// sink and, when it is not the configured one, why.
-pub fn open_sink(cfg: &SpeechConfig) -> (Box<dyn SpeechSink>, Option<String>) {
-    let mut why = vec![];
-    let order: &[SpeechBackend] = match cfg.backend {
-        SpeechBackend::SpeechDispatcher => &[
-            SpeechBackend::SpeechDispatcher,
-            SpeechBackend::EspeakNg,
-            SpeechBackend::Log,
-        ],
-        SpeechBackend::EspeakNg => &[SpeechBackend::EspeakNg, SpeechBackend::Log],
-        SpeechBackend::Log => &[SpeechBackend::Log],
-    };
-    for b in order {
-        match open_backend(*b, cfg) {
-            Ok(s) => {
-                let note = (!why.is_empty())
-                    .then(|| format!("{}; using {} instead", why.join("; "), s.name()));
-                return (s, note);
-            }
-            Err(e) => why.push(e.to_string()),
-        }
-    }
-    unreachable!("the log backend always opens")
 }
 
 /// Opens exactly one backend.

@@ -25,6 +25,8 @@ pub enum SpeechMsg {
     End(NarrationEnd),
     /// Stop talking and drop everything queued.
     Silence,
+    /// Answered once everything sent before it has been said (or dropped).
+    Flush(Sender<()>),
 }
 
 /// A cheap, clonable handle for sending narrations to the speech thread. Sending never blocks and
@@ -60,6 +62,14 @@ impl Speaker {
 
     pub fn silence(&self) {
         self.send(SpeechMsg::Silence);
+    }
+
+    /// Waits until everything sent so far has been said, at most `limit`; false when the limit
+    /// passed first (or the speech thread is gone).
+    pub fn flush(&self, limit: Duration) -> bool {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(SpeechMsg::Flush(tx));
+        rx.recv_timeout(limit).is_ok()
     }
 
     /// A one-sentence notice from scenesay itself.
@@ -103,13 +113,15 @@ pub struct SpeechService {
     stats: Arc<Stats>,
     clock: Clock,
     speaking_since: Option<Instant>,
+    /// Waiting for everything to be said.
+    flushes: Vec<Sender<()>>,
     warned_timeout: bool,
     warned_error: bool,
 }
 
 /// How long an utterance may take before the backend is presumed stuck (it never reported the
 /// end): generous for the slowest speech rate.
-fn utterance_limit(text: &str) -> Duration {
+pub(crate) fn utterance_limit(text: &str) -> Duration {
     Duration::from_secs(5) + Duration::from_millis(200) * text.chars().count() as u32
 }
 
@@ -130,6 +142,7 @@ impl SpeechService {
             stats,
             clock,
             speaking_since: None,
+            flushes: vec![],
             warned_timeout: false,
             warned_error: false,
         }
@@ -154,6 +167,11 @@ impl SpeechService {
             }
             self.poll();
             self.write_ready();
+            if !self.flushes.is_empty() && self.is_idle() {
+                for f in self.flushes.drain(..) {
+                    let _ = f.send(());
+                }
+            }
         }
         self.close(&rx);
     }
@@ -168,7 +186,7 @@ impl SpeechService {
                 SpeechMsg::Begin(meta) => self.ledger.begin(meta),
                 SpeechMsg::Text { id, text } => self.ledger.chunk(id, &text),
                 SpeechMsg::End(end) => self.ledger.end(end),
-                SpeechMsg::Silence => {}
+                SpeechMsg::Silence | SpeechMsg::Flush(_) => {}
             }
         }
         for r in self.ledger.drain_all("shutdown") {
@@ -243,6 +261,7 @@ impl SpeechService {
                 let acts = self.policy.on(Event::Silence, now);
                 self.exec(acts);
             }
+            SpeechMsg::Flush(done) => self.flushes.push(done),
         }
     }
 

@@ -82,9 +82,17 @@ pub struct Daemon {
     pub child: Child,
 }
 
+/// Makes `dir` private (mode 0700), as the control socket's folder must be.
+pub fn make_private(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+}
+
 /// A configuration for tests: tiny model, images from `frames`, log backend, no hotkey, socket and
-/// log in `dir`; `extra` is appended to the sections (`[scene]` keys etc. given as full TOML).
+/// log in `dir` (made private: the socket's folder must be); `extra` is appended to the sections
+/// (`[scene]` keys etc. given as full TOML).
 pub fn config_text(dir: &Path, capture: &str, extra: &str) -> String {
+    make_private(dir);
     format!(
         r#"[model]
 path = "{model}"

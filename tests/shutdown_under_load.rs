@@ -1,0 +1,119 @@
+//! SIGTERM under load: the built daemon (tiny model) takes frames at 60 fps while clients hammer
+//! its control socket, and a 1024-px detail description is being generated — once with the signal
+//! landing in the image encoding (which the model cannot interrupt), once while tokens are being
+//! generated. Each time it exits 0 within 2 s (the service's stop contract), every narration-log
+//! line is intact and the interrupted detail is logged as stopped by the shutdown, and the socket
+//! file is gone. Heavy (SCENESAY_HEAVY_TESTS=1).
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::*;
+
+fn heavy() -> bool {
+    std::env::var("SCENESAY_HEAVY_TESTS").is_ok_and(|v| v == "1")
+}
+
+/// Clients sending status requests and garbage as fast as they can until the daemon is gone.
+fn hammer(socket: PathBuf, done: Arc<AtomicBool>, answered: Arc<AtomicU64>) {
+    let mut i = 0u64;
+    while !done.load(Ordering::Relaxed) {
+        i += 1;
+        let Ok(mut s) = UnixStream::connect(&socket) else {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let line: &[u8] = if i % 3 == 0 {
+            b"not json\n"
+        } else {
+            b"{\"cmd\":\"status\"}\n"
+        };
+        if s.write_all(line).is_err() {
+            continue;
+        }
+        let mut reply = String::new();
+        if BufReader::new(&s).read_line(&mut reply).is_ok() && !reply.is_empty() {
+            let v: serde_json::Value = serde_json::from_str(&reply).unwrap();
+            assert!(v["reply"].is_string(), "{reply}");
+            answered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn sigterm_while_describing(delay: Duration) -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_text(
+        dir.path(),
+        "source = \"test-pattern\"\nfps = 60\nwidth = 640\nheight = 480",
+        "[scene]\nchange_threshold = 0.02\ncooldown_s = 0\n\n[describe]\nscene_max_tokens = 64\ndetail_resolution = 1024\ndetail_max_tokens = 4096",
+    );
+    let mut d = Daemon::start(dir, &cfg);
+    wait_for(Duration::from_secs(60), "frames", || {
+        d.status()["frames"]["watched"].as_u64().unwrap() > 0
+    });
+    let done = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let (s, dn, a) = (d.socket.clone(), done.clone(), answered.clone());
+            std::thread::spawn(move || hammer(s, dn, a))
+        })
+        .collect();
+    let r = d.request(r#"{"cmd":"describe","wait":false}"#);
+    assert_eq!(r["reply"], "accepted", "{r}");
+    wait_for(Duration::from_secs(60), "the 1024-px description", || {
+        d.status()["state"] == "describing detail"
+    });
+    std::thread::sleep(delay);
+    let state = d.status()["state"].clone();
+    assert_eq!(
+        state, "describing detail",
+        "still describing when the signal comes"
+    );
+    d.signal(libc::SIGTERM);
+    let (st, took) = d.wait_exit(Duration::from_secs(10));
+    done.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert!(st.success(), "exit {st}: {}", d.stderr());
+    // systemd's stop contract for this service (TimeoutStopSec is longer): out within 2 s
+    assert!(
+        took <= Duration::from_secs(2),
+        "took {took:?}: {}",
+        d.stderr()
+    );
+    assert!(!d.socket.exists(), "the socket is removed on exit");
+    assert!(answered.load(Ordering::Relaxed) > 0);
+    let records = d.records(); // every line parses and the file ends with a whole line
+    let detail = of_kind(&records, "detail");
+    assert_eq!(detail.len(), 1, "{records:#?}");
+    assert_eq!(detail[0]["reason"], "shutdown", "{}", detail[0]);
+    assert_eq!(detail[0]["resolution"], 1024, "{}", detail[0]);
+    assert_ne!(detail[0]["status"], "spoken", "{}", detail[0]);
+    took
+}
+
+#[test]
+fn sigterm_while_a_1024_px_description_generates_under_load_exits_cleanly_in_two_seconds() {
+    if !heavy() {
+        eprintln!("skipped: set SCENESAY_HEAVY_TESTS=1 (scripts/test does)");
+        return;
+    }
+    // inside the image encoding (about a second for the tiny model at 1024 px, longer under load)
+    let a = sigterm_while_describing(Duration::from_millis(100));
+    // later: generating tokens (up to 4096 of them)
+    let b = sigterm_while_describing(Duration::from_millis(2500));
+    println!(
+        "SIGTERM to exit under load: {} ms (in the encoding), {} ms (generating)",
+        a.as_millis(),
+        b.as_millis()
+    );
+}
