@@ -27,6 +27,10 @@ pub enum Command {
     Describe(commands::describe::Args),
     /// Write an image's features, projector output and scene embedding to a safetensors file.
     Embed(commands::embed::Args),
+    /// Time every stage of the model (preprocess, vision encoder, projector, prefill, first token,
+    /// decode) and report medians, encoder GFLOP/s and peak memory. Set the thread count with the
+    /// global --threads option.
+    Bench(commands::bench::Args),
 }
 
 impl Command {
@@ -34,6 +38,7 @@ impl Command {
         match self {
             Command::Describe(a) => commands::describe::run(a),
             Command::Embed(a) => commands::embed::run(a),
+            Command::Bench(a) => commands::bench::run(a),
         }
     }
 }

@@ -103,6 +103,14 @@ impl Precision {
             Precision::F16 => DType::F16,
         }
     }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
+        }
+    }
 }
 
 /// The `mlp2x_gelu` projector: Linear → GELU (erf) → Linear, in f32.
@@ -184,6 +192,7 @@ pub struct FastVlm {
     projector: Projector,
     llm: Qwen2,
     tokenizer: Option<TextTokenizer>,
+    precision: Precision,
     /// Decoding settings used by the [`Describer`] implementation (the daemon).
     pub describe_params: GenerationParams,
 }
@@ -227,11 +236,22 @@ impl FastVlm {
             projector,
             llm,
             tokenizer,
+            precision,
             describe_params: GenerationParams {
                 max_tokens: 64,
                 ..Default::default()
             },
         })
+    }
+
+    /// The language model's weight precision as loaded.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// A short name of how the language model's weights are held (`f32`, `bf16`, …).
+    pub fn precision_name(&self) -> &'static str {
+        self.precision.name()
     }
 
     pub fn tokenizer(&self) -> Option<&TextTokenizer> {
@@ -273,6 +293,11 @@ impl FastVlm {
         tap: impl FnMut(&str, &FeatureMap),
     ) -> Result<FeatureMap, ModelError> {
         self.vision.forward_with(pixels, tap)
+    }
+
+    /// The vision encoder alone: `[3, R, R]` pixels → `[C, R/64, R/64]` features.
+    pub fn vision_forward(&self, pixels: &FeatureMap) -> Result<FeatureMap, ModelError> {
+        self.vision.forward(pixels)
     }
 
     /// Preprocessed pixels → encoder output, image features and projector output.
