@@ -124,7 +124,7 @@ pub struct Report {
     pub threads: usize,
     pub runs: usize,
     pub load_s: f64,
-    pub resolutions: BTreeMap<String, ResolutionReport>,
+    pub resolutions: BTreeMap<u32, ResolutionReport>,
     pub peak_rss_mb: f64,
 }
 
@@ -324,7 +324,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
                 r.vision_s, r.vision_gflop_per_s, r.prefill_s, r.ttft_s, r.decode_tok_per_s
             )
         });
-        resolutions.insert(res.to_string(), r);
+        resolutions.insert(res, r);
     }
     progress.finish_and_clear();
     let report = Report {

@@ -24,14 +24,13 @@ use image::RgbImage;
 
 pub use config::{FastVlmConfig, Layout};
 pub use generate::{GenerationParams, Sampling};
-pub use vision::FeatureMap;
+pub use vision::{FastViTHD, FeatureMap, Nhwc};
 
 use crate::describer::{DescribeRequest, Describer, Description, Timings};
 use generate::Sampler;
 use prompt::PromptIds;
 use qwen2::Qwen2;
 use tokenizer::{TextTokenizer, TokenStream};
-use vision::FastViTHD;
 use weights::Checkpoint;
 
 /// Everything that can go wrong loading or running the model. Messages name the file, the tensor
@@ -293,6 +292,11 @@ impl FastVlm {
         tap: impl FnMut(&str, &FeatureMap),
     ) -> Result<FeatureMap, ModelError> {
         self.vision.forward_with(pixels, tap)
+    }
+
+    /// The vision encoder (for profiling and tests that need its NHWC interface).
+    pub fn vision(&self) -> &FastViTHD {
+        &self.vision
     }
 
     /// The vision encoder alone: `[3, R, R]` pixels → `[C, R/64, R/64]` features.

@@ -353,9 +353,7 @@ impl Depthwise {
     fn forward(&self, x: &Nhwc, act: Act, pool: &mut Pool) -> Nhwc {
         assert_eq!(x.c, self.0.c_in, "depthwise conv: input channels");
         let mut out = pool.take(0);
-        let mut scratch = pool.take(0);
-        let (h, w) = conv::dw_conv(&x.data, x.h, x.w, &self.0, act, &mut out, &mut scratch);
-        pool.put(scratch);
+        let (h, w) = conv::dw_conv(&x.data, x.h, x.w, &self.0, act, &mut out);
         Nhwc {
             h,
             w,

@@ -81,7 +81,7 @@ pub fn pad_nhwc(x: &[f32], h: usize, w: usize, c: usize, pad: usize, out: &mut V
 }
 
 /// Depthwise / grouped convolution of `x` (`[h, w, c_in]`), then `act`; writes `out`
-/// (`[ho, wo, c_in · mult]`, resized) and returns `(ho, wo)`. `scratch` holds the padded input.
+/// (`[ho, wo, c_in · mult]`, resized) and returns `(ho, wo)`.
 pub fn dw_conv(
     x: &[f32],
     h: usize,
@@ -89,13 +89,11 @@ pub fn dw_conv(
     wt: &DwWeights,
     act: Act,
     out: &mut Vec<f32>,
-    scratch: &mut Vec<f32>,
 ) -> (usize, usize) {
-    dw_conv_isa(Isa::detect(), x, h, w, wt, act, out, scratch)
+    dw_conv_isa(Isa::detect(), x, h, w, wt, act, out)
 }
 
 /// [`dw_conv`] with an explicit instruction set.
-#[allow(clippy::too_many_arguments)]
 pub fn dw_conv_isa(
     isa: Isa,
     x: &[f32],
@@ -104,18 +102,14 @@ pub fn dw_conv_isa(
     wt: &DwWeights,
     act: Act,
     out: &mut Vec<f32>,
-    scratch: &mut Vec<f32>,
 ) -> (usize, usize) {
     let (c, k, s) = (wt.c_in, wt.k, wt.stride);
     assert_eq!(x.len(), h * w * c, "dw_conv: input size");
     assert!(wt.mult == 1 || wt.mult == 2, "dw_conv: mult 1 or 2");
-    let pad = k / 2;
+    assert!(k % 2 == 1 && s >= 1, "dw_conv: odd kernel, stride ≥ 1");
     let (ho, wo) = (conv_out(h, k, s), conv_out(w, k, s));
     let co = wt.c_out();
-    pad_nhwc(x, h, w, c, pad, scratch);
     out.resize(ho * wo * co, 0.0);
-    let xp = &scratch[..];
-    let wp = w + 2 * pad;
     // split rows, and channels too when there are few rows
     let threads = rayon::current_num_threads();
     let cgroups = if ho >= 4 * threads {
@@ -132,8 +126,9 @@ pub fn dw_conv_isa(
         dispatch_with(
             isa,
             DwRow {
-                xp,
-                wp,
+                x,
+                h,
+                w,
                 c,
                 wt,
                 act,
@@ -148,9 +143,11 @@ pub fn dw_conv_isa(
     (ho, wo)
 }
 
+/// One output row (and a range of output channels) of a depthwise convolution.
 struct DwRow<'a> {
-    xp: &'a [f32],
-    wp: usize,
+    x: &'a [f32],
+    h: usize,
+    w: usize,
     c: usize,
     wt: &'a DwWeights,
     act: Act,
@@ -183,50 +180,88 @@ unsafe fn load_in<S: Simd, const MULT: usize>(px: *const f32, o0: usize, n: usiz
 }
 
 impl DwRow<'_> {
+    /// One output pixel with bounds checks (image borders).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn edge_pixel<S: Simd, const MULT: usize>(
+        &self,
+        ox: usize,
+        o0: usize,
+        nl: usize,
+        bias: S::V,
+        iy0: isize,
+        ky: (usize, usize),
+    ) {
+        let (k, s, c, w) = (self.wt.k, self.wt.stride, self.c, self.w);
+        let co = c * MULT;
+        let ix0 = (ox * s) as isize - (k / 2) as isize;
+        let kx_lo = (-ix0).max(0) as usize;
+        let kx_hi = (w as isize - ix0).clamp(0, k as isize) as usize;
+        let mut a = bias;
+        for ky in ky.0..ky.1 {
+            let xrow = self.x.as_ptr().add((iy0 + ky as isize) as usize * w * c);
+            for kx in kx_lo..kx_hi {
+                let wv = S::load_n(self.wt.w.as_ptr().add((ky * k + kx) * co + o0), nl);
+                let px = xrow.add((ix0 + kx as isize) as usize * c);
+                a = S::fma(wv, load_in::<S, MULT>(px, o0, nl), a);
+            }
+        }
+        let dst = self.out.0.add((self.oy * self.wo + ox) * co + o0);
+        S::store_n(dst, act_v::<S>(a, self.act), nl);
+    }
+
     #[inline(always)]
     unsafe fn run<S: Simd, const MULT: usize>(&self) {
         const P: usize = 8;
-        let (k, s, c, wp, wo) = (self.wt.k, self.wt.stride, self.c, self.wp, self.wo);
+        let (k, s, c, h, w, wo) = (self.wt.k, self.wt.stride, self.c, self.h, self.w, self.wo);
+        let pad = k / 2;
         let co = c * MULT;
-        let w = self.wt.w.as_ptr();
-        let xp = self.xp.as_ptr();
-        let row0 = self.oy * s;
+        let wp = self.wt.w.as_ptr();
+        let iy0 = (self.oy * s) as isize - pad as isize;
+        let ky = (
+            (-iy0).max(0) as usize,
+            (h as isize - iy0).clamp(0, k as isize) as usize,
+        );
+        // output columns whose taps all fall inside the image
+        let ox_lo = pad.div_ceil(s).min(wo);
+        let ox_hi = if w + pad >= k {
+            ((w + pad - k) / s + 1).min(wo)
+        } else {
+            0
+        }
+        .max(ox_lo);
         let mut o0 = self.o_lo;
         while o0 < self.o_hi {
             let nl = S::LANES.min(self.o_hi - o0);
             let bias = S::load_n(self.wt.bias.as_ptr().add(o0), nl);
-            let mut ox = 0;
-            while ox + P <= wo {
+            for ox in 0..ox_lo {
+                self.edge_pixel::<S, MULT>(ox, o0, nl, bias, iy0, ky);
+            }
+            let mut ox = ox_lo;
+            while ox + P <= ox_hi {
                 let mut acc = [bias; P];
-                for ky in 0..k {
-                    let xrow = xp.add((row0 + ky) * wp * c);
+                let ix0 = ox * s - pad;
+                for kyy in ky.0..ky.1 {
+                    let xrow = self
+                        .x
+                        .as_ptr()
+                        .add(((iy0 + kyy as isize) as usize * w + ix0) * c);
                     for kx in 0..k {
-                        let wv = S::load_n(w.add((ky * k + kx) * co + o0), nl);
+                        let wv = S::load_n(wp.add((kyy * k + kx) * co + o0), nl);
                         for (q, a) in acc.iter_mut().enumerate() {
-                            let px = xrow.add(((ox + q) * s + kx) * c);
+                            let px = xrow.add((q * s + kx) * c);
                             *a = S::fma(wv, load_in::<S, MULT>(px, o0, nl), *a);
                         }
                     }
                 }
                 for (q, a) in acc.iter().enumerate() {
-                    let dst = self.out.0.add(((self.oy * wo) + ox + q) * co + o0);
+                    let dst = self.out.0.add((self.oy * wo + ox + q) * co + o0);
                     S::store_n(dst, act_v::<S>(*a, self.act), nl);
                 }
                 ox += P;
             }
-            while ox < wo {
-                let mut a = bias;
-                for ky in 0..k {
-                    let xrow = xp.add((row0 + ky) * wp * c);
-                    for kx in 0..k {
-                        let wv = S::load_n(w.add((ky * k + kx) * co + o0), nl);
-                        let px = xrow.add((ox * s + kx) * c);
-                        a = S::fma(wv, load_in::<S, MULT>(px, o0, nl), a);
-                    }
-                }
-                let dst = self.out.0.add(((self.oy * wo) + ox) * co + o0);
-                S::store_n(dst, act_v::<S>(a, self.act), nl);
-                ox += 1;
+            for ox in ox..wo {
+                self.edge_pixel::<S, MULT>(ox, o0, nl, bias, iy0, ky);
             }
             o0 += S::LANES;
         }
@@ -237,8 +272,9 @@ impl SimdFn for DwRow<'_> {
     type Out = ();
     #[inline(always)]
     fn call<S: Simd>(self) {
-        // SAFETY: the padded input covers every tap of output row `oy` (see `dw_conv`), the
-        // weights cover `co` channels for every tap, and this row / channel range is ours alone.
+        // SAFETY: every tap read is bounds-checked against the image (edge pixels) or lies in
+        // the interior by construction; weights cover `co` channels per tap; this output row /
+        // channel range is written by this call alone.
         unsafe {
             if self.wt.mult == 1 {
                 self.run::<S, 1>()
@@ -553,8 +589,8 @@ mod tests {
                 let want = naive_conv(&x, c, h, w, &wt, &b, c * mult, k, stride, c);
                 let dw = DwWeights::from_torch(&wt, Some(&b), c, mult, k, stride);
                 let xn = nchw_to_nhwc(&x, c, h * w);
-                let (mut out, mut scratch) = (vec![], vec![]);
-                let (ho, wo) = dw_conv_isa(isa, &xn, h, w, &dw, Act::None, &mut out, &mut scratch);
+                let mut out = vec![];
+                let (ho, wo) = dw_conv_isa(isa, &xn, h, w, &dw, Act::None, &mut out);
                 assert_eq!((ho, wo), (conv_out(h, k, stride), conv_out(w, k, stride)));
                 let got = nhwc_to_nchw(&out, ho * wo, c * mult);
                 assert_close(
@@ -563,7 +599,7 @@ mod tests {
                     &format!("{isa:?} c{c} {h}x{w} k{k} s{stride} m{mult}"),
                 );
                 // fused GELU
-                dw_conv_isa(isa, &xn, h, w, &dw, Act::Gelu, &mut out, &mut scratch);
+                dw_conv_isa(isa, &xn, h, w, &dw, Act::Gelu, &mut out);
                 let got = nhwc_to_nchw(&out, ho * wo, c * mult);
                 let want_g: Vec<f32> = want
                     .iter()

@@ -20,7 +20,7 @@ use super::simd::{dispatch_with, Isa, Simd, SimdFn};
 /// Columns of a packed weight panel (three AVX-512 registers).
 pub const NR: usize = 48;
 /// Depth of one packed block.
-const KC: usize = 512;
+const KC: usize = 256;
 /// Rows of one packed block (a multiple of every micro-kernel's MR: 4, 6, 8).
 const MC: usize = 144;
 
@@ -400,17 +400,19 @@ impl<T: BElem> SimdFn for Block<'_, '_, T> {
             grow(self.scratch, np * tiles * mr * NR);
         }
         let mut tile = Tile([0f32; 8 * NR]);
+        let full_tiles = self.rows / mr;
         for ci in 0..chunks {
             let k0 = ci * KC;
             let kc = KC.min(k - k0);
             let (first, last) = (ci == 0, ci + 1 == chunks);
+            // Full tiles read `a` in place; the rest is packed, zero-padded to MR rows.
             // SAFETY: rows m0..m0+rows of `a` exist (checked by `gemm`), apack was sized above.
             unsafe {
                 pack_a(
                     self.a,
                     self.lda,
-                    self.m0,
-                    self.rows,
+                    self.m0 + full_tiles * mr,
+                    self.rows - full_tiles * mr,
                     k0,
                     kc,
                     mr,
@@ -424,10 +426,15 @@ impl<T: BElem> SimdFn for Block<'_, '_, T> {
                 for t in 0..tiles {
                     let r0 = t * mr;
                     let rows = mr.min(self.rows - r0);
-                    // SAFETY: apack holds tiles·mr·kc floats, the panel kc·NR elements, the tile
-                    // (stack or scratch slot) mr·NR floats; the output rows/cols are in range.
+                    // SAFETY: full tiles read mr rows × kc columns of `a` in range; apack holds
+                    // the packed rest; the panel has kc·NR elements; the tile (stack or scratch
+                    // slot) mr·NR floats; the output rows/cols are in range.
                     unsafe {
-                        let ap = self.apack.as_ptr().add(t * mr * kc);
+                        let (ap, rs, cs) = if t < full_tiles {
+                            (self.a.add((self.m0 + r0) * self.lda + k0), self.lda, 1)
+                        } else {
+                            (self.apack.as_ptr().add((t - full_tiles) * mr * kc), 1, mr)
+                        };
                         let tp = if chunks == 1 {
                             tile.0.as_mut_ptr()
                         } else {
@@ -435,7 +442,7 @@ impl<T: BElem> SimdFn for Block<'_, '_, T> {
                                 .as_mut_ptr()
                                 .add(((pi - self.p0) * tiles + t) * mr * NR)
                         };
-                        S::gemm_ukr::<T>(kc, ap, bp, tp, !first);
+                        S::gemm_ukr::<T>(kc, ap, rs, cs, bp, tp, !first);
                         if last {
                             let cptr = self.c.0.add((self.m0 + r0) * self.ldc + j0);
                             epilogue::<S>(tp, rows, cols, cptr, self.ldc, j0, &self.ep);
@@ -597,6 +604,8 @@ impl<T: BElem> SimdFn for Gemv<'_, '_, T> {
 pub unsafe fn ukr_scalar<T: BElem>(
     kc: usize,
     a: *const f32,
+    a_rs: usize,
+    a_cs: usize,
     b: *const T,
     tile: *mut f32,
     load: bool,
@@ -613,7 +622,7 @@ pub unsafe fn ukr_scalar<T: BElem>(
     for p in 0..kc {
         let brow = b.add(p * NR);
         for (r, row) in acc.iter_mut().enumerate() {
-            let av = *a.add(p * MR + r);
+            let av = *a.add(r * a_rs + p * a_cs);
             for (j, v) in row.iter_mut().enumerate() {
                 *v += av * (*brow.add(j)).to_f32();
             }
@@ -632,6 +641,8 @@ pub unsafe fn ukr_scalar<T: BElem>(
 pub unsafe fn ukr_avx2<T: BElem>(
     kc: usize,
     a: *const f32,
+    a_rs: usize,
+    a_cs: usize,
     b: *const T,
     tile: *mut f32,
     load: bool,
@@ -653,11 +664,11 @@ pub unsafe fn ukr_avx2<T: BElem>(
             let b0 = T::load::<Avx2>(bp);
             let b1 = T::load::<Avx2>(bp.add(8));
             for r in 0..MR {
-                let av = _mm256_broadcast_ss(&*ap.add(r));
+                let av = _mm256_broadcast_ss(&*ap.add(r * a_rs));
                 acc[2 * r] = _mm256_fmadd_ps(av, b0, acc[2 * r]);
                 acc[2 * r + 1] = _mm256_fmadd_ps(av, b1, acc[2 * r + 1]);
             }
-            ap = ap.add(MR);
+            ap = ap.add(a_cs);
             bp = bp.add(NR);
         }
         for r in 0..MR {
@@ -673,6 +684,8 @@ pub unsafe fn ukr_avx2<T: BElem>(
 pub unsafe fn ukr_avx512<T: BElem>(
     kc: usize,
     a: *const f32,
+    a_rs: usize,
+    a_cs: usize,
     b: *const T,
     tile: *mut f32,
     load: bool,
@@ -695,12 +708,12 @@ pub unsafe fn ukr_avx512<T: BElem>(
         let b1 = T::load::<Avx512>(bp.add(16));
         let b2 = T::load::<Avx512>(bp.add(32));
         for r in 0..MR {
-            let av = _mm512_set1_ps(*ap.add(r));
+            let av = _mm512_set1_ps(*ap.add(r * a_rs));
             acc[3 * r] = _mm512_fmadd_ps(av, b0, acc[3 * r]);
             acc[3 * r + 1] = _mm512_fmadd_ps(av, b1, acc[3 * r + 1]);
             acc[3 * r + 2] = _mm512_fmadd_ps(av, b2, acc[3 * r + 2]);
         }
-        ap = ap.add(MR);
+        ap = ap.add(a_cs);
         bp = bp.add(NR);
     }
     for r in 0..MR {
@@ -714,22 +727,26 @@ pub unsafe fn ukr_avx512<T: BElem>(
 pub unsafe fn ukr_avx2<T: BElem>(
     kc: usize,
     a: *const f32,
+    a_rs: usize,
+    a_cs: usize,
     b: *const T,
     tile: *mut f32,
     load: bool,
 ) {
-    ukr_scalar(kc, a, b, tile, load)
+    ukr_scalar(kc, a, a_rs, a_cs, b, tile, load)
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 pub unsafe fn ukr_avx512<T: BElem>(
     kc: usize,
     a: *const f32,
+    a_rs: usize,
+    a_cs: usize,
     b: *const T,
     tile: *mut f32,
     load: bool,
 ) {
-    ukr_scalar(kc, a, b, tile, load)
+    ukr_scalar(kc, a, a_rs, a_cs, b, tile, load)
 }
 
 #[cfg(test)]

@@ -92,6 +92,8 @@ pub trait Simd: Copy + 'static {
     unsafe fn pow2i(n: Self::V) -> Self::V;
     unsafe fn reduce_add(a: Self::V) -> f32;
     unsafe fn reduce_max(a: Self::V) -> f32;
+    /// `1 / x` to about 1 ulp (hardware estimate + one Newton step; no slow division).
+    unsafe fn recip(x: Self::V) -> Self::V;
     /// Keeps the first `n` lanes, zeroes the rest.
     unsafe fn keep_first(v: Self::V, n: usize) -> Self::V;
     /// Output lane `i < n` gets `p[i / 2]` (reads `ceil(n / 2)` floats); lanes `≥ n` are zero or
@@ -104,13 +106,17 @@ pub trait Simd: Copy + 'static {
 
     /// Rows of the GEMM micro-kernel (see [`super::gemm`]).
     const GEMM_MR: usize;
-    /// The GEMM micro-kernel: `tile[MR, NR] (+)= a_panel[kc, MR]ᵀ · b_panel[kc, NR]`.
+    /// The GEMM micro-kernel: `tile[r, j] (+)= Σ_p a[r·a_rs + p·a_cs] · b_panel[p, j]` for
+    /// `r < MR`, `j < NR`, `p < kc`.
     ///
     /// # Safety
-    /// `a` holds `kc · MR` floats, `b` `kc · NR` elements, `tile` `MR · NR` floats.
+    /// `a` must be readable at every offset above, `b` hold `kc · NR` elements, `tile` `MR · NR`
+    /// floats.
     unsafe fn gemm_ukr<T: super::gemm::BElem>(
         kc: usize,
         a: *const f32,
+        a_rs: usize,
+        a_cs: usize,
         b: *const T,
         tile: *mut f32,
         load: bool,
@@ -171,7 +177,7 @@ pub trait Simd: Copy + 'static {
         q = Self::fma(q, x2, Self::splat(-1.682_827e-3));
         q = Self::fma(q, x2, Self::splat(-7.373_329e-3));
         q = Self::fma(q, x2, Self::splat(-1.426_473_9e-2));
-        Self::div(p, q)
+        Self::mul(p, Self::recip(q))
     }
 
     /// Exact (erf) GELU: `0.5 · x · (1 + erf(x / √2))`, as PyTorch's `nn.GELU()`.
@@ -186,7 +192,7 @@ pub trait Simd: Copy + 'static {
     #[inline(always)]
     unsafe fn sigmoid(x: Self::V) -> Self::V {
         let one = Self::splat(1.0);
-        Self::div(one, Self::add(one, Self::exp(Self::sub(Self::zero(), x))))
+        Self::recip(Self::add(one, Self::exp(Self::sub(Self::zero(), x))))
     }
 
     /// `x · sigmoid(x)` (SiLU).
@@ -270,6 +276,10 @@ impl Simd for Scalar {
         a
     }
     #[inline(always)]
+    unsafe fn recip(x: f32) -> f32 {
+        1.0 / x
+    }
+    #[inline(always)]
     unsafe fn keep_first(v: f32, n: usize) -> f32 {
         if n >= 1 {
             v
@@ -294,11 +304,13 @@ impl Simd for Scalar {
     unsafe fn gemm_ukr<T: super::gemm::BElem>(
         kc: usize,
         a: *const f32,
+        a_rs: usize,
+        a_cs: usize,
         b: *const T,
         tile: *mut f32,
         load: bool,
     ) {
-        super::gemm::ukr_scalar::<T>(kc, a, b, tile, load)
+        super::gemm::ukr_scalar::<T>(kc, a, a_rs, a_cs, b, tile, load)
     }
 }
 
@@ -399,6 +411,14 @@ mod x86 {
             _mm_cvtss_f32(s)
         }
         #[inline(always)]
+        unsafe fn recip(x: __m256) -> __m256 {
+            // 12-bit estimate: two Newton steps to full precision
+            let two = _mm256_set1_ps(2.0);
+            let r = _mm256_rcp_ps(x);
+            let r = _mm256_mul_ps(r, _mm256_fnmadd_ps(x, r, two));
+            _mm256_mul_ps(r, _mm256_fnmadd_ps(x, r, two))
+        }
+        #[inline(always)]
         unsafe fn keep_first(v: __m256, n: usize) -> __m256 {
             _mm256_and_ps(v, _mm256_castsi256_ps(mask8(n)))
         }
@@ -425,11 +445,13 @@ mod x86 {
         unsafe fn gemm_ukr<T: crate::model::kernels::gemm::BElem>(
             kc: usize,
             a: *const f32,
+            a_rs: usize,
+            a_cs: usize,
             b: *const T,
             tile: *mut f32,
             load: bool,
         ) {
-            crate::model::kernels::gemm::ukr_avx2::<T>(kc, a, b, tile, load)
+            crate::model::kernels::gemm::ukr_avx2::<T>(kc, a, a_rs, a_cs, b, tile, load)
         }
     }
 
@@ -515,6 +537,11 @@ mod x86 {
             _mm512_reduce_max_ps(a)
         }
         #[inline(always)]
+        unsafe fn recip(x: __m512) -> __m512 {
+            let r = _mm512_rcp14_ps(x);
+            _mm512_mul_ps(r, _mm512_fnmadd_ps(x, r, _mm512_set1_ps(2.0)))
+        }
+        #[inline(always)]
         unsafe fn keep_first(v: __m512, n: usize) -> __m512 {
             _mm512_maskz_mov_ps(mask16(n), v)
         }
@@ -542,11 +569,13 @@ mod x86 {
         unsafe fn gemm_ukr<T: crate::model::kernels::gemm::BElem>(
             kc: usize,
             a: *const f32,
+            a_rs: usize,
+            a_cs: usize,
             b: *const T,
             tile: *mut f32,
             load: bool,
         ) {
-            crate::model::kernels::gemm::ukr_avx512::<T>(kc, a, b, tile, load)
+            crate::model::kernels::gemm::ukr_avx512::<T>(kc, a, a_rs, a_cs, b, tile, load)
         }
     }
 }
