@@ -7,7 +7,10 @@ use scenesay::model::{FastVlm, FeatureMap, Precision};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let dir = std::path::PathBuf::from(args.get(1).expect("usage: vision_profile MODEL_DIR [RES] [RUNS]"));
+    let dir = std::path::PathBuf::from(
+        args.get(1)
+            .expect("usage: vision_profile MODEL_DIR [RES] [RUNS]"),
+    );
     let res: usize = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(1024);
     let runs: usize = args.get(3).and_then(|v| v.parse().ok()).unwrap_or(2);
     let m = FastVlm::load(&dir, Precision::F32).expect("load");
@@ -15,7 +18,9 @@ fn main() {
         3,
         res,
         res,
-        (0..3 * res * res).map(|i| ((i * 7919) % 255) as f32 / 255.0).collect(),
+        (0..3 * res * res)
+            .map(|i| ((i * 7919) % 255) as f32 / 255.0)
+            .collect(),
     );
     let mut totals: Vec<(String, f64)> = vec![];
     for run in 0..=runs {

@@ -354,7 +354,7 @@ fn bf16_and_f16_agree_with_f32() {
             }
             let img = load_image(case["image"].as_str().unwrap());
             let gen = ids(&case["generated_ids"]);
-            let mut argmax = |m: &mut FastVlm| {
+            let argmax = |m: &mut FastVlm| {
                 let enc = m.encode_pixels(&m.preprocess(&img, 256).unwrap()).unwrap();
                 let mut p = m.prompt_ids(&prompt).unwrap();
                 p.after.extend(&gen);

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod generate;
 pub mod kernels;
+pub mod linear;
 pub mod preprocess;
 pub mod prompt;
 pub mod qwen2;

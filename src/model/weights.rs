@@ -137,6 +137,13 @@ impl Checkpoint {
             .join(", ")
     }
 
+    /// The dtype `name` is stored in.
+    pub fn dtype_of(&self, name: &str) -> Option<DType> {
+        let &i = self.index.get(name)?;
+        let view = self.st[i].get(name).ok()?;
+        DType::try_from(view.dtype()).ok()
+    }
+
     /// Loads `name`, checks its shape, converts it to `dtype`.
     pub fn get(&self, name: &str, shape: &[usize], dtype: DType) -> Result<Tensor, ModelError> {
         let &i = self

@@ -1,0 +1,262 @@
+//! Linear layers of the language model: `y = x · Wᵀ + b`, weights packed once at load for the GEMM
+//! of [`super::kernels::gemm`] and stored as f32, bf16 or f16 (always widened to f32 in registers:
+//! the arithmetic is f32 whatever the storage), or quantized (GGUF Q8_0 / Q4_K, candle's kernels).
+
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+use half::{bf16, f16};
+
+use super::kernels::gemm::{gemm, Epilogue, PackedB, Residual};
+use super::ModelError;
+
+/// How weights are held in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Storage {
+    /// The storage for weights read from a file of `file` dtype when the model is asked to run
+    /// with `requested` weights: f32 keeps bf16 / f16 files as they are (every value is exact in
+    /// f32 and the arithmetic is f32, so the results are those of an f32 copy at half the memory).
+    pub fn choose(requested: DType, file: DType) -> Storage {
+        match (requested, file) {
+            (DType::BF16, _) => Storage::Bf16,
+            (DType::F16, _) => Storage::F16,
+            (_, DType::BF16) => Storage::Bf16,
+            (_, DType::F16) => Storage::F16,
+            _ => Storage::F32,
+        }
+    }
+}
+
+/// A weight matrix's elements in the file's dtype (borrowed from a loaded tensor).
+pub enum Source<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [bf16]),
+    F16(&'a [f16]),
+}
+
+impl Source<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Source::F32(s) => s.len(),
+            Source::Bf16(s) => s.len(),
+            Source::F16(s) => s.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    #[inline]
+    pub fn get(&self, i: usize) -> f32 {
+        match self {
+            Source::F32(s) => s[i],
+            Source::Bf16(s) => s[i].to_f32(),
+            Source::F16(s) => s[i].to_f32(),
+        }
+    }
+}
+
+/// The `n` elements from `start` of a tensor's CPU storage, in its dtype (no copy).
+pub fn source_of(
+    storage: &candle_core::Storage,
+    start: usize,
+    n: usize,
+) -> Result<Source<'_>, ModelError> {
+    let end = start + n;
+    match storage {
+        candle_core::Storage::Cpu(cpu) => match cpu {
+            candle_core::CpuStorage::F32(v) => Ok(Source::F32(&v[start..end])),
+            candle_core::CpuStorage::BF16(v) => Ok(Source::Bf16(&v[start..end])),
+            candle_core::CpuStorage::F16(v) => Ok(Source::F16(&v[start..end])),
+            _ => Err(ModelError::Other(
+                "weights must be stored as f32, bf16 or f16".into(),
+            )),
+        },
+        _ => Err(ModelError::Other("weights must be on the CPU".into())),
+    }
+}
+
+/// Packed weights in one of the storage formats.
+#[derive(Debug)]
+pub enum Packed {
+    F32(PackedB<f32>),
+    Bf16(PackedB<bf16>),
+    F16(PackedB<f16>),
+}
+
+impl Packed {
+    /// Packs the rows of several `[rows_i, k]` matrices stacked (out × in, PyTorch order) as one
+    /// `[Σ rows_i, k]` weight (fused q/k/v, gate/up).
+    pub fn stack(parts: &[Source], k: usize, storage: Storage) -> Packed {
+        let rows: Vec<usize> = parts.iter().map(|p| p.len() / k.max(1)).collect();
+        let n: usize = rows.iter().sum();
+        let locate = |j: usize| {
+            let mut j = j;
+            for (i, r) in rows.iter().enumerate() {
+                if j < *r {
+                    return (i, j);
+                }
+                j -= r;
+            }
+            unreachable!("row index inside the stacked matrix")
+        };
+        match storage {
+            Storage::F32 => Packed::F32(PackedB::pack_with(k, n, |p, j| {
+                let (i, r) = locate(j);
+                parts[i].get(r * k + p)
+            })),
+            Storage::Bf16 => Packed::Bf16(PackedB::pack_with(k, n, |p, j| {
+                let (i, r) = locate(j);
+                match &parts[i] {
+                    Source::Bf16(s) => s[r * k + p],
+                    other => bf16::from_f32(other.get(r * k + p)),
+                }
+            })),
+            Storage::F16 => Packed::F16(PackedB::pack_with(k, n, |p, j| {
+                let (i, r) = locate(j);
+                match &parts[i] {
+                    Source::F16(s) => s[r * k + p],
+                    other => f16::from_f32(other.get(r * k + p)),
+                }
+            })),
+        }
+    }
+
+    pub fn n(&self) -> usize {
+        match self {
+            Packed::F32(p) => p.n(),
+            Packed::Bf16(p) => p.n(),
+            Packed::F16(p) => p.n(),
+        }
+    }
+
+    pub fn k(&self) -> usize {
+        match self {
+            Packed::F32(p) => p.k(),
+            Packed::Bf16(p) => p.k(),
+            Packed::F16(p) => p.k(),
+        }
+    }
+
+    /// Element `(p, j)` of the `[k, n]` matrix, i.e. `W[j][p]`.
+    pub fn get(&self, p: usize, j: usize) -> f32 {
+        match self {
+            Packed::F32(w) => w.get(p, j),
+            Packed::Bf16(w) => w.get(p, j),
+            Packed::F16(w) => w.get(p, j),
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        match self {
+            Packed::F32(p) => p.bytes(),
+            Packed::Bf16(p) => p.bytes(),
+            Packed::F16(p) => p.bytes(),
+        }
+    }
+}
+
+/// Weights of one linear layer.
+#[derive(Debug)]
+pub enum Weights {
+    Packed(Packed),
+    /// GGUF-quantized `[out, in]` (candle's quantized matmul).
+    Quantized {
+        qmm: QMatMul,
+        n: usize,
+        k: usize,
+    },
+}
+
+/// `y = x · Wᵀ + b` on row-major activations.
+#[derive(Debug)]
+pub struct Linear {
+    pub weights: Weights,
+    pub bias: Option<Vec<f32>>,
+}
+
+impl Linear {
+    pub fn packed(p: Packed, bias: Option<Vec<f32>>) -> Self {
+        Self {
+            weights: Weights::Packed(p),
+            bias,
+        }
+    }
+
+    pub fn quantized(q: QTensor, bias: Option<Vec<f32>>) -> Result<Self, ModelError> {
+        let (n, k) = q.shape().dims2()?;
+        Ok(Self {
+            weights: Weights::Quantized {
+                qmm: QMatMul::from_qtensor(q)?,
+                n,
+                k,
+            },
+            bias,
+        })
+    }
+
+    /// Output width.
+    pub fn n(&self) -> usize {
+        match &self.weights {
+            Weights::Packed(p) => p.n(),
+            Weights::Quantized { n, .. } => *n,
+        }
+    }
+
+    /// Input width.
+    pub fn k(&self) -> usize {
+        match &self.weights {
+            Weights::Packed(p) => p.k(),
+            Weights::Quantized { k, .. } => *k,
+        }
+    }
+
+    /// `out[i·ldc + j] = x[i·k + ..] · W[j] + b[j]`, combined with `out` by `residual`, for `m` rows.
+    pub fn forward(
+        &self,
+        x: &[f32],
+        m: usize,
+        out: &mut [f32],
+        ldc: usize,
+        residual: Residual,
+    ) -> Result<(), ModelError> {
+        let ep = Epilogue::bias(self.bias.as_deref()).with_residual(residual);
+        let k = self.k();
+        match &self.weights {
+            Weights::Packed(Packed::F32(p)) => gemm(x, k, m, p, out, ldc, ep, true),
+            Weights::Packed(Packed::Bf16(p)) => gemm(x, k, m, p, out, ldc, ep, true),
+            Weights::Packed(Packed::F16(p)) => gemm(x, k, m, p, out, ldc, ep, true),
+            Weights::Quantized { qmm, n, .. } => {
+                let xt = Tensor::from_slice(&x[..m * k], (m, k), &Device::Cpu)?;
+                let y = qmm.forward(&xt)?.to_dtype(DType::F32)?;
+                let y = y.flatten_all()?.to_vec1::<f32>()?;
+                for i in 0..m {
+                    let row = &mut out[i * ldc..i * ldc + n];
+                    for (j, (o, v)) in row.iter_mut().zip(&y[i * n..(i + 1) * n]).enumerate() {
+                        let v = v + self.bias.as_ref().map_or(0.0, |b| b[j]);
+                        *o = match residual {
+                            Residual::None => v,
+                            Residual::Add => *o + v,
+                            Residual::Scaled(s) => *o + s[j] * v,
+                        };
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes of weight memory.
+    pub fn bytes(&self) -> usize {
+        match &self.weights {
+            Weights::Packed(p) => p.bytes(),
+            Weights::Quantized { n, k, .. } => n * k, // order of magnitude, for reports only
+        }
+    }
+}
