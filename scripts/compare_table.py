@@ -105,7 +105,8 @@ def main():
                      pooled(torch, ["resolutions", r, "ttft_all_s"]), None, False))
     rss_o = pooled(ours, ["peak_rss_mb"])
     rss_t = pooled(torch, ["peak_rss_mb"])
-    print(f"checkpoint {meta['checkpoint']} ({meta['layout']}), scenesay LLM {meta['dtype']}, "
+    print(f"checkpoint {meta['checkpoint']} ({meta['layout']}), scenesay LLM {meta['dtype']} "
+          f"(weights held as {meta.get('llm_weights', meta['dtype'])}), "
           f"{meta['threads']} threads, {len(ours)} rounds; medians of all samples")
     print()
     print("| | scenesay | PyTorch | ONNX Runtime | speed-up vs PyTorch | vs ONNX Runtime |")

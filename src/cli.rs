@@ -31,6 +31,9 @@ pub enum Command {
     /// decode) and report medians, encoder GFLOP/s and peak memory. Set the thread count with the
     /// global --threads option.
     Bench(commands::bench::Args),
+    /// Write a copy of a checkpoint with its language model quantized to 8 or 4 bits (GGUF), which
+    /// every command loads like any other model directory.
+    Quantize(commands::quantize::Args),
 }
 
 impl Command {
@@ -39,6 +42,7 @@ impl Command {
             Command::Describe(a) => commands::describe::run(a),
             Command::Embed(a) => commands::embed::run(a),
             Command::Bench(a) => commands::bench::run(a),
+            Command::Quantize(a) => commands::quantize::run(a),
         }
     }
 }

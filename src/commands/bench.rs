@@ -120,7 +120,10 @@ pub struct Report {
     pub engine: String,
     pub checkpoint: String,
     pub layout: crate::model::Layout,
+    /// The requested LLM precision (`--dtype`).
     pub dtype: String,
+    /// How the LLM's weights are held (e.g. bf16 storage with f32 arithmetic, or q8_0).
+    pub llm_weights: String,
     pub threads: usize,
     pub runs: usize,
     pub load_s: f64,
@@ -248,8 +251,8 @@ fn bench_resolution(
 fn print_table(r: &Report, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(
         out,
-        "{} ({:?} layout), LLM {}, {} threads, medians of {} runs, load {:.2} s",
-        r.checkpoint, r.layout, r.dtype, r.threads, r.runs, r.load_s
+        "{} ({:?} layout), LLM {} (weights {}), {} threads, medians of {} runs, load {:.2} s",
+        r.checkpoint, r.layout, r.dtype, r.llm_weights, r.threads, r.runs, r.load_s
     )?;
     writeln!(
         out,
@@ -335,7 +338,8 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
         layout: m.config.layout,
-        dtype: m.precision_name().to_string(),
+        dtype: a.model.dtype.name().to_string(),
+        llm_weights: m.precision_name(),
         threads: rayon::current_num_threads(),
         runs: a.runs,
         load_s,

@@ -4,3 +4,4 @@ pub mod bench;
 pub mod describe;
 pub mod embed;
 pub mod model_args;
+pub mod quantize;

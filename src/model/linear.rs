@@ -1,12 +1,14 @@
 //! Linear layers of the language model: `y = x · Wᵀ + b`, weights packed once at load for the GEMM
 //! of [`super::kernels::gemm`] and stored as f32, bf16 or f16 (always widened to f32 in registers:
-//! the arithmetic is f32 whatever the storage), or quantized (GGUF Q8_0 / Q4_K, candle's kernels).
+//! the arithmetic is f32 whatever the storage), or quantized (8 / 4 bits from GGUF Q8_0 / Q4_1,
+//! weight-only: see [`super::kernels::quant`]).
 
-use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::DType;
 use half::{bf16, f16};
 
-use super::kernels::gemm::{gemm, Epilogue, PackedB, Residual};
+use super::kernels::gemm::{gemm, Epilogue, PackedB, Residual, RhsPanels};
+use super::kernels::quant::PackedQ;
 use super::ModelError;
 
 /// How weights are held in memory.
@@ -166,12 +168,8 @@ impl Packed {
 #[derive(Debug)]
 pub enum Weights {
     Packed(Packed),
-    /// GGUF-quantized `[out, in]` (candle's quantized matmul).
-    Quantized {
-        qmm: QMatMul,
-        n: usize,
-        k: usize,
-    },
+    /// Quantized `[out, in]`, repacked from GGUF blocks.
+    Quantized(PackedQ),
 }
 
 /// `y = x · Wᵀ + b` on row-major activations.
@@ -189,14 +187,20 @@ impl Linear {
         }
     }
 
-    pub fn quantized(q: QTensor, bias: Option<Vec<f32>>) -> Result<Self, ModelError> {
+    /// From a GGUF matrix `[out, in]` in Q8_0 or Q4_1 (what `scenesay quantize` writes).
+    pub fn quantized(q: &QTensor, bias: Option<Vec<f32>>) -> Result<Self, ModelError> {
         let (n, k) = q.shape().dims2()?;
+        let data = q.data()?;
+        let packed = match q.dtype() {
+            GgmlDType::Q8_0 => PackedQ::from_q8_0(&data, n, k),
+            GgmlDType::Q4_1 => PackedQ::from_q4_1(&data, n, k),
+            other => Err(format!(
+                "quantized format {other:?} is not supported (scenesay writes Q8_0 and Q4_1)"
+            )),
+        }
+        .map_err(ModelError::Other)?;
         Ok(Self {
-            weights: Weights::Quantized {
-                qmm: QMatMul::from_qtensor(q)?,
-                n,
-                k,
-            },
+            weights: Weights::Quantized(packed),
             bias,
         })
     }
@@ -205,7 +209,7 @@ impl Linear {
     pub fn n(&self) -> usize {
         match &self.weights {
             Weights::Packed(p) => p.n(),
-            Weights::Quantized { n, .. } => *n,
+            Weights::Quantized(q) => q.n(),
         }
     }
 
@@ -213,7 +217,7 @@ impl Linear {
     pub fn k(&self) -> usize {
         match &self.weights {
             Weights::Packed(p) => p.k(),
-            Weights::Quantized { k, .. } => *k,
+            Weights::Quantized(q) => q.k(),
         }
     }
 
@@ -232,31 +236,26 @@ impl Linear {
             Weights::Packed(Packed::F32(p)) => gemm(x, k, m, p, out, ldc, ep, true),
             Weights::Packed(Packed::Bf16(p)) => gemm(x, k, m, p, out, ldc, ep, true),
             Weights::Packed(Packed::F16(p)) => gemm(x, k, m, p, out, ldc, ep, true),
-            Weights::Quantized { qmm, n, .. } => {
-                let xt = Tensor::from_slice(&x[..m * k], (m, k), &Device::Cpu)?;
-                let y = qmm.forward(&xt)?.to_dtype(DType::F32)?;
-                let y = y.flatten_all()?.to_vec1::<f32>()?;
-                for i in 0..m {
-                    let row = &mut out[i * ldc..i * ldc + n];
-                    for (j, (o, v)) in row.iter_mut().zip(&y[i * n..(i + 1) * n]).enumerate() {
-                        let v = v + self.bias.as_ref().map_or(0.0, |b| b[j]);
-                        *o = match residual {
-                            Residual::None => v,
-                            Residual::Add => *o + v,
-                            Residual::Scaled(s) => *o + s[j] * v,
-                        };
-                    }
-                }
-            }
+            Weights::Quantized(q) => gemm(x, k, m, q, out, ldc, ep, true),
         }
         Ok(())
+    }
+
+    /// `f32`, `bf16`, `f16`, or the quantized format (`q8_0`, `q4k`, …).
+    pub fn format_name(&self) -> String {
+        match &self.weights {
+            Weights::Packed(Packed::F32(_)) => "f32".into(),
+            Weights::Packed(Packed::Bf16(_)) => "bf16".into(),
+            Weights::Packed(Packed::F16(_)) => "f16".into(),
+            Weights::Quantized(q) => q.format().name().into(),
+        }
     }
 
     /// Bytes of weight memory.
     pub fn bytes(&self) -> usize {
         match &self.weights {
             Weights::Packed(p) => p.bytes(),
-            Weights::Quantized { n, k, .. } => n * k, // order of magnitude, for reports only
+            Weights::Quantized(q) => q.bytes(),
         }
     }
 }

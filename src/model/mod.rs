@@ -11,6 +11,7 @@ pub mod kernels;
 pub mod linear;
 pub mod preprocess;
 pub mod prompt;
+pub mod quantize;
 pub mod qwen2;
 pub mod tokenizer;
 pub mod vision;
@@ -249,9 +250,10 @@ impl FastVlm {
         self.precision
     }
 
-    /// A short name of how the language model's weights are held (`f32`, `bf16`, …).
-    pub fn precision_name(&self) -> &'static str {
-        self.precision.name()
+    /// How the language model's weights are held: `f32`, `bf16`, `f16`, or the quantized formats
+    /// (`q8_0`, `q4_0+q4k`, …).
+    pub fn precision_name(&self) -> String {
+        self.llm.weights_name()
     }
 
     pub fn tokenizer(&self) -> Option<&TextTokenizer> {

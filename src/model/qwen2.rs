@@ -27,11 +27,12 @@ const CACHE_RESERVE: usize = 512;
 
 #[derive(Debug)]
 struct Layer {
-    /// q, k, v stacked: `[(heads + 2·kv_heads)·head_dim, hidden]`, with the three biases.
-    qkv: Linear,
+    /// q, k, v stacked: `[(heads + 2·kv_heads)·head_dim, hidden]`, with the three biases (one
+    /// packed matrix, or one part per matrix when quantized).
+    qkv: Vec<Linear>,
     o_proj: Linear,
     /// gate and up stacked: `[2·intermediate, hidden]`.
-    gate_up: Linear,
+    gate_up: Vec<Linear>,
     down_proj: Linear,
     input_layernorm: Vec<f32>,
     post_attention_layernorm: Vec<f32>,
@@ -98,6 +99,59 @@ fn load_stacked(
     Ok(Packed::stack(&sources, k, storage))
 }
 
+/// The linear weights `names` (`[rows_i, k]` each, with optional biases) as one layer: packed and
+/// stacked into one matrix, or — when the checkpoint holds them quantized — one part per matrix.
+fn load_linear(
+    ck: &Checkpoint,
+    names: &[(&str, usize)],
+    biases: Option<&[(&str, usize)]>,
+    k: usize,
+    dtype: DType,
+) -> Result<Vec<Linear>, ModelError> {
+    let quantized = names.iter().filter(|(n, _)| ck.is_quantized(n)).count();
+    if quantized == 0 {
+        let bias = biases.map(|b| load_bias(ck, b)).transpose()?;
+        return Ok(vec![Linear::packed(
+            load_stacked(ck, names, k, dtype)?,
+            bias,
+        )]);
+    }
+    if quantized != names.len() {
+        return Err(ModelError::Other(format!(
+            "{:?}: some of these matrices are quantized and some are not",
+            names.iter().map(|(n, _)| n).collect::<Vec<_>>()
+        )));
+    }
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, (n, rows))| {
+            let bias = biases.map(|b| load_bias(ck, &b[i..i + 1])).transpose()?;
+            Linear::quantized(&ck.get_quantized(n, &[*rows, k])?, bias)
+        })
+        .collect()
+}
+
+fn one(mut v: Vec<Linear>) -> Linear {
+    v.swap_remove(0)
+}
+
+/// Runs the parts of a stacked layer, each into its own columns of `out`.
+fn forward_parts(
+    parts: &[Linear],
+    x: &[f32],
+    m: usize,
+    out: &mut [f32],
+    ldc: usize,
+) -> Result<(), ModelError> {
+    let mut col = 0;
+    for p in parts {
+        p.forward(x, m, &mut out[col..], ldc, Residual::None)?;
+        col += p.n();
+    }
+    Ok(())
+}
+
 fn as_refs(v: &[(String, usize)]) -> Vec<(&str, usize)> {
     v.iter().map(|(n, r)| (n.as_str(), *r)).collect()
 }
@@ -157,13 +211,10 @@ impl Qwen2 {
             let o_name = format!("{a}.o_proj.weight");
             let d_name = format!("{p}.mlp.down_proj.weight");
             layers.push(Layer {
-                qkv: Linear::packed(
-                    load_stacked(ck, &as_refs(&qkv_w), h, dtype)?,
-                    Some(load_bias(ck, &as_refs(&qkv_b))?),
-                ),
-                o_proj: Linear::packed(load_stacked(ck, &[(&o_name, h)], nh * hd, dtype)?, None),
-                gate_up: Linear::packed(load_stacked(ck, &as_refs(&gu), h, dtype)?, None),
-                down_proj: Linear::packed(load_stacked(ck, &[(&d_name, h)], inter, dtype)?, None),
+                qkv: load_linear(ck, &as_refs(&qkv_w), Some(&as_refs(&qkv_b)), h, dtype)?,
+                o_proj: one(load_linear(ck, &[(&o_name, h)], None, nh * hd, dtype)?),
+                gate_up: load_linear(ck, &as_refs(&gu), None, h, dtype)?,
+                down_proj: one(load_linear(ck, &[(&d_name, h)], None, inter, dtype)?),
                 input_layernorm: ck.get_f32(&format!("{p}.input_layernorm.weight"), &[h])?,
                 post_attention_layernorm: ck
                     .get_f32(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
@@ -181,8 +232,14 @@ impl Qwen2 {
             Packed::F16(_) => Storage::F16,
         };
         let (lm_head, embed) = if ck.contains("lm_head.weight") || !cfg.tie_word_embeddings {
-            let head = load_stacked(ck, &[("lm_head.weight", vocab)], h, dtype)?;
-            (Linear::packed(head, None), Embeddings::Table(embed_packed))
+            let head = one(load_linear(
+                ck,
+                &[("lm_head.weight", vocab)],
+                None,
+                h,
+                dtype,
+            )?);
+            (head, Embeddings::Table(embed_packed))
         } else {
             (Linear::packed(embed_packed, None), Embeddings::TiedHead)
         };
@@ -232,12 +289,39 @@ impl Qwen2 {
         self.max_len
     }
 
+    /// How the matrices are held: `f32`, `bf16`, `f16`, or the quantized formats (`q8_0`, …).
+    pub fn weights_name(&self) -> String {
+        let mut names: Vec<String> = self
+            .layers
+            .iter()
+            .flat_map(|l| {
+                l.qkv
+                    .iter()
+                    .chain(&l.gate_up)
+                    .chain([&l.o_proj, &l.down_proj])
+            })
+            .chain([&self.lm_head])
+            .map(Linear::format_name)
+            .collect();
+        names.sort();
+        names.dedup();
+        names.join("+")
+    }
+
     /// Bytes of weight memory (packed matrices; norms and biases left out).
     pub fn weight_bytes(&self) -> usize {
         let layers: usize = self
             .layers
             .iter()
-            .map(|l| l.qkv.bytes() + l.o_proj.bytes() + l.gate_up.bytes() + l.down_proj.bytes())
+            .map(|l| {
+                l.qkv
+                    .iter()
+                    .chain(&l.gate_up)
+                    .map(Linear::bytes)
+                    .sum::<usize>()
+                    + l.o_proj.bytes()
+                    + l.down_proj.bytes()
+            })
             .sum();
         let embed = match &self.embed {
             Embeddings::TiedHead => 0,
@@ -253,7 +337,7 @@ impl Qwen2 {
             Embeddings::Table(p) => p,
             Embeddings::TiedHead => match &self.lm_head.weights {
                 super::linear::Weights::Packed(p) => p,
-                super::linear::Weights::Quantized { .. } => {
+                super::linear::Weights::Quantized(_) => {
                     return Err(ModelError::Other(
                         "tied embeddings need an unquantized embedding table".into(),
                     ))
@@ -366,7 +450,7 @@ impl Qwen2 {
         for li in 0..n {
             let layer = &mut self.layers[li];
             rms_norm_rows(&x, &layer.input_layernorm, self.eps, &mut xn);
-            layer.qkv.forward(&xn, t, &mut qkv, qkv_w, Residual::None)?;
+            forward_parts(&layer.qkv, &xn, t, &mut qkv, qkv_w)?;
             apply_rope(
                 &mut qkv, t, qkv_w, nh, nkv, hd, offset, &self.cos, &self.sin,
             );
@@ -391,9 +475,7 @@ impl Qwen2 {
             );
             layer.o_proj.forward(&attn, t, &mut x, h, Residual::Add)?;
             rms_norm_rows(&x, &layer.post_attention_layernorm, self.eps, &mut xn);
-            layer
-                .gate_up
-                .forward(&xn, t, &mut gu, 2 * inter, Residual::None)?;
+            forward_parts(&layer.gate_up, &xn, t, &mut gu, 2 * inter)?;
             silu_mul_rows(&gu, inter, &mut act);
             layer.down_proj.forward(&act, t, &mut x, h, Residual::Add)?;
             if li + 1 < n {

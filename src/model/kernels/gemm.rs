@@ -180,6 +180,98 @@ impl<T: BElem> PackedB<T> {
     }
 }
 
+/// The right-hand operand of [`gemm`]: `n` columns in panels of [`NR`], depth `k`.
+pub trait RhsPanels: Sync {
+    /// Element type of the panels handed to the micro-kernel.
+    type Elem: BElem;
+    fn n(&self) -> usize;
+    fn k(&self) -> usize;
+    /// Rows `k0..k0 + kc` of panel `pi` (`[kc][NR]`): in place, or unpacked into `scratch`.
+    ///
+    /// # Safety
+    /// The CPU must support `S`; the returned pointer is valid while `self` and `scratch` are.
+    unsafe fn panel<S: Simd>(
+        &self,
+        pi: usize,
+        k0: usize,
+        kc: usize,
+        scratch: &mut Vec<f32>,
+    ) -> *const Self::Elem;
+    /// One row `x` (`k` floats) times panels `p0..p1`, through the epilogue into `c` (the row).
+    ///
+    /// # Safety
+    /// The CPU must support `S`; `c` holds `n` floats and nobody else writes these panels' columns.
+    unsafe fn gemv<S: Simd>(&self, x: *const f32, p0: usize, p1: usize, c: *mut f32, ep: &Epilogue);
+}
+
+impl<T: BElem> RhsPanels for PackedB<T> {
+    type Elem = T;
+    fn n(&self) -> usize {
+        self.n
+    }
+    fn k(&self) -> usize {
+        self.k
+    }
+    #[inline(always)]
+    unsafe fn panel<S: Simd>(
+        &self,
+        pi: usize,
+        k0: usize,
+        _kc: usize,
+        _s: &mut Vec<f32>,
+    ) -> *const T {
+        self.panel_ptr(pi, k0)
+    }
+    #[inline(always)]
+    unsafe fn gemv<S: Simd>(
+        &self,
+        x: *const f32,
+        p0: usize,
+        p1: usize,
+        c: *mut f32,
+        ep: &Epilogue,
+    ) {
+        let k = self.k;
+        let n = self.n;
+        let nv = NR / S::LANES;
+        let mut tile = Tile([0f32; 8 * NR]);
+        for pi in p0..p1 {
+            let bp = self.panel_ptr(pi, 0);
+            // two interleaved accumulator sets hide the FMA latency
+            let mut acc0 = [S::zero(); 48];
+            let mut acc1 = [S::zero(); 48];
+            let mut p = 0;
+            while p + 2 <= k {
+                let x0 = S::splat(*x.add(p));
+                let x1 = S::splat(*x.add(p + 1));
+                for v in 0..nv {
+                    acc0[v] = S::fma(x0, T::load::<S>(bp.add(p * NR + v * S::LANES)), acc0[v]);
+                    acc1[v] = S::fma(
+                        x1,
+                        T::load::<S>(bp.add((p + 1) * NR + v * S::LANES)),
+                        acc1[v],
+                    );
+                }
+                p += 2;
+            }
+            if p < k {
+                let x0 = S::splat(*x.add(p));
+                for v in 0..nv {
+                    acc0[v] = S::fma(x0, T::load::<S>(bp.add(p * NR + v * S::LANES)), acc0[v]);
+                }
+            }
+            for v in 0..nv {
+                S::store(
+                    tile.0.as_mut_ptr().add(v * S::LANES),
+                    S::add(acc0[v], acc1[v]),
+                );
+            }
+            let j0 = pi * NR;
+            epilogue::<S>(tile.0.as_ptr(), 1, NR.min(n - j0), c.add(j0), 0, j0, ep);
+        }
+    }
+}
+
 /// Activation applied in the epilogue.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Act {
@@ -239,11 +331,11 @@ unsafe impl Sync for SendPtr {}
 /// `c[i·ldc + j] = epilogue(Σ_p a[i·lda + p] · b(p, j))` for `i < m`, `j < b.n()`. Runs on the rayon
 /// pool when `parallel`.
 #[allow(clippy::too_many_arguments)]
-pub fn gemm<T: BElem>(
+pub fn gemm<R: RhsPanels>(
     a: &[f32],
     lda: usize,
     m: usize,
-    b: &PackedB<T>,
+    b: &R,
     c: &mut [f32],
     ldc: usize,
     ep: Epilogue,
@@ -254,18 +346,18 @@ pub fn gemm<T: BElem>(
 
 /// [`gemm`] with an explicit instruction set (which the CPU must support).
 #[allow(clippy::too_many_arguments)]
-pub fn gemm_isa<T: BElem>(
+pub fn gemm_isa<R: RhsPanels>(
     isa: Isa,
     a: &[f32],
     lda: usize,
     m: usize,
-    b: &PackedB<T>,
+    b: &R,
     c: &mut [f32],
     ldc: usize,
     ep: Epilogue,
     parallel: bool,
 ) {
-    let (n, k) = (b.n, b.k);
+    let (n, k) = (b.n(), b.k());
     if m == 0 || n == 0 {
         return;
     }
@@ -284,8 +376,8 @@ pub fn gemm_isa<T: BElem>(
         1
     };
     let cp = SendPtr(c.as_mut_ptr());
+    let panels = n.div_ceil(NR);
     if m == 1 {
-        let panels = b.panels();
         let groups = if threads > 1 && k * n >= 1 << 15 {
             (threads * 4).min(panels)
         } else {
@@ -315,7 +407,6 @@ pub fn gemm_isa<T: BElem>(
         }
         return;
     }
-    let panels = b.panels();
     let m_blocks = m.div_ceil(MC);
     let target = 4 * threads;
     let n_groups = if threads == 1 || m_blocks >= target {
@@ -331,7 +422,7 @@ pub fn gemm_isa<T: BElem>(
         let m0 = mb * MC;
         BUFFERS.with(|bufs| {
             let mut bufs = bufs.borrow_mut();
-            let (apack, scratch) = &mut *bufs;
+            let (apack, scratch, unpacked) = &mut *bufs;
             dispatch_with(
                 isa,
                 Block {
@@ -347,6 +438,7 @@ pub fn gemm_isa<T: BElem>(
                     p1: ((g + 1) * per).min(panels),
                     apack,
                     scratch,
+                    unpacked,
                 },
             )
         });
@@ -359,8 +451,10 @@ pub fn gemm_isa<T: BElem>(
 }
 
 thread_local! {
-    /// Per-thread packing buffers: packed rows of `a`, and partial sums when `k > KC`.
-    static BUFFERS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    /// Per-thread buffers: packed rows of `a`, partial sums when `k > KC`, unpacked weights.
+    #[allow(clippy::type_complexity)]
+    static BUFFERS: std::cell::RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
 fn grow(v: &mut Vec<f32>, n: usize) {
@@ -370,10 +464,10 @@ fn grow(v: &mut Vec<f32>, n: usize) {
 }
 
 /// One block of rows × a range of column panels.
-struct Block<'a, 'e, T: BElem> {
+struct Block<'a, 'e, R: RhsPanels> {
     a: *const f32,
     lda: usize,
-    b: &'a PackedB<T>,
+    b: &'a R,
     c: SendPtr,
     ldc: usize,
     ep: Epilogue<'e>,
@@ -383,17 +477,18 @@ struct Block<'a, 'e, T: BElem> {
     p1: usize,
     apack: &'a mut Vec<f32>,
     scratch: &'a mut Vec<f32>,
+    unpacked: &'a mut Vec<f32>,
 }
 
-impl<T: BElem> SimdFn for Block<'_, '_, T> {
+impl<R: RhsPanels> SimdFn for Block<'_, '_, R> {
     type Out = ();
     #[inline(always)]
     fn call<S: Simd>(self) {
         let mr = S::GEMM_MR;
-        let k = self.b.k;
+        let k = self.b.k();
         let tiles = self.rows.div_ceil(mr);
         let np = self.p1 - self.p0;
-        let n = self.b.n;
+        let n = self.b.n();
         let chunks = k.div_ceil(KC).max(1);
         grow(self.apack, tiles * mr * KC.min(k.max(1)));
         if chunks > 1 {
@@ -420,7 +515,8 @@ impl<T: BElem> SimdFn for Block<'_, '_, T> {
                 )
             };
             for pi in self.p0..self.p1 {
-                let bp = self.b.panel_ptr(pi, k0);
+                // SAFETY: the CPU supports S (dispatch); the panel stays valid during this loop.
+                let bp = unsafe { self.b.panel::<S>(pi, k0, kc, self.unpacked) };
                 let j0 = pi * NR;
                 let cols = NR.min(n - j0);
                 for t in 0..tiles {
@@ -442,7 +538,7 @@ impl<T: BElem> SimdFn for Block<'_, '_, T> {
                                 .as_mut_ptr()
                                 .add(((pi - self.p0) * tiles + t) * mr * NR)
                         };
-                        S::gemm_ukr::<T>(kc, ap, rs, cs, bp, tp, !first);
+                        S::gemm_ukr::<R::Elem>(kc, ap, rs, cs, bp, tp, !first);
                         if last {
                             let cptr = self.c.0.add((self.m0 + r0) * self.ldc + j0);
                             epilogue::<S>(tp, rows, cols, cptr, self.ldc, j0, &self.ep);
@@ -455,7 +551,7 @@ impl<T: BElem> SimdFn for Block<'_, '_, T> {
 }
 
 #[repr(align(64))]
-struct Tile([f32; 8 * NR]);
+pub(crate) struct Tile(pub(crate) [f32; 8 * NR]);
 
 /// Packs rows `m0..m0 + rows` (zero beyond `m`), depth `k0..k0 + kc`, of `a` into `mr`-row
 /// micro-panels: `dst[(t·kc + p)·mr + r] = a[(m0 + t·mr + r)·lda + k0 + p]`.
@@ -493,7 +589,7 @@ unsafe fn pack_a(
 /// Writes `rows × cols` of a tile (row stride [`NR`]) to `c` through the epilogue; `j0` is the
 /// tile's first column (for bias and scale).
 #[inline(always)]
-unsafe fn epilogue<S: Simd>(
+pub(crate) unsafe fn epilogue<S: Simd>(
     tile: *const f32,
     rows: usize,
     cols: usize,
@@ -534,67 +630,23 @@ unsafe fn epilogue<S: Simd>(
 }
 
 /// One row times a range of panels (decoding): streams the weights once.
-struct Gemv<'a, 'e, T: BElem> {
+struct Gemv<'a, 'e, R: RhsPanels> {
     x: *const f32,
-    b: &'a PackedB<T>,
+    b: &'a R,
     c: SendPtr,
     p0: usize,
     p1: usize,
     ep: Epilogue<'e>,
 }
 
-impl<T: BElem> SimdFn for Gemv<'_, '_, T> {
+impl<R: RhsPanels> SimdFn for Gemv<'_, '_, R> {
     type Out = ();
     #[inline(always)]
     fn call<S: Simd>(self) {
-        let k = self.b.k;
-        let n = self.b.n;
-        let nv = NR / S::LANES;
-        let mut tile = Tile([0f32; 8 * NR]);
-        for pi in self.p0..self.p1 {
-            let bp = self.b.panel_ptr(pi, 0);
-            // SAFETY: the panel holds k·NR elements, x k floats; the tile NR floats.
-            unsafe {
-                // two interleaved accumulator sets hide the FMA latency
-                let mut acc0 = [S::zero(); 48];
-                let mut acc1 = [S::zero(); 48];
-                let mut p = 0;
-                while p + 2 <= k {
-                    let x0 = S::splat(*self.x.add(p));
-                    let x1 = S::splat(*self.x.add(p + 1));
-                    for v in 0..nv {
-                        acc0[v] = S::fma(x0, T::load::<S>(bp.add(p * NR + v * S::LANES)), acc0[v]);
-                        acc1[v] = S::fma(
-                            x1,
-                            T::load::<S>(bp.add((p + 1) * NR + v * S::LANES)),
-                            acc1[v],
-                        );
-                    }
-                    p += 2;
-                }
-                if p < k {
-                    let x0 = S::splat(*self.x.add(p));
-                    for v in 0..nv {
-                        acc0[v] = S::fma(x0, T::load::<S>(bp.add(p * NR + v * S::LANES)), acc0[v]);
-                    }
-                }
-                for v in 0..nv {
-                    S::store(
-                        tile.0.as_mut_ptr().add(v * S::LANES),
-                        S::add(acc0[v], acc1[v]),
-                    );
-                }
-                let j0 = pi * NR;
-                epilogue::<S>(
-                    tile.0.as_ptr(),
-                    1,
-                    NR.min(n - j0),
-                    self.c.0.add(j0),
-                    0,
-                    j0,
-                    &self.ep,
-                );
-            }
+        // SAFETY: the dispatcher checked the ISA; `gemm` checked the sizes of x and c.
+        unsafe {
+            self.b
+                .gemv::<S>(self.x, self.p0, self.p1, self.c.0, &self.ep)
         }
     }
 }

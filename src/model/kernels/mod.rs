@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod conv;
 pub mod gemm;
+pub mod quant;
 pub mod simd;
 
 pub use conv::conv_out;

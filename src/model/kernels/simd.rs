@@ -103,6 +103,10 @@ pub trait Simd: Copy + 'static {
     unsafe fn load_bf16(p: *const u16) -> Self::V;
     /// Loads `LANES` IEEE f16 values as f32.
     unsafe fn load_f16(p: *const u16) -> Self::V;
+    /// Loads `LANES` signed bytes as f32.
+    unsafe fn load_i8(p: *const i8) -> Self::V;
+    /// Loads `LANES` bytes; returns their low and high nibbles as f32.
+    unsafe fn load_nibbles(p: *const u8) -> (Self::V, Self::V);
 
     /// Rows of the GEMM micro-kernel (see [`super::gemm`]).
     const GEMM_MR: usize;
@@ -299,6 +303,14 @@ impl Simd for Scalar {
     unsafe fn load_f16(p: *const u16) -> f32 {
         half::f16::from_bits(*p).to_f32()
     }
+    #[inline(always)]
+    unsafe fn load_i8(p: *const i8) -> f32 {
+        *p as f32
+    }
+    #[inline(always)]
+    unsafe fn load_nibbles(p: *const u8) -> (f32, f32) {
+        ((*p & 15) as f32, (*p >> 4) as f32)
+    }
     const GEMM_MR: usize = 4;
     #[inline(always)]
     unsafe fn gemm_ukr<T: super::gemm::BElem>(
@@ -440,6 +452,17 @@ mod x86 {
         unsafe fn load_f16(p: *const u16) -> __m256 {
             _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
         }
+        #[inline(always)]
+        unsafe fn load_i8(p: *const i8) -> __m256 {
+            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i)))
+        }
+        #[inline(always)]
+        unsafe fn load_nibbles(p: *const u8) -> (__m256, __m256) {
+            let v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i));
+            let lo = _mm256_and_si256(v, _mm256_set1_epi32(15));
+            let hi = _mm256_srli_epi32::<4>(v);
+            (_mm256_cvtepi32_ps(lo), _mm256_cvtepi32_ps(hi))
+        }
         const GEMM_MR: usize = 6;
         #[inline(always)]
         unsafe fn gemm_ukr<T: crate::model::kernels::gemm::BElem>(
@@ -563,6 +586,17 @@ mod x86 {
         #[inline(always)]
         unsafe fn load_f16(p: *const u16) -> __m512 {
             _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
+        }
+        #[inline(always)]
+        unsafe fn load_i8(p: *const i8) -> __m512 {
+            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i)))
+        }
+        #[inline(always)]
+        unsafe fn load_nibbles(p: *const u8) -> (__m512, __m512) {
+            let v = _mm512_cvtepu8_epi32(_mm_loadu_si128(p as *const __m128i));
+            let lo = _mm512_and_si512(v, _mm512_set1_epi32(15));
+            let hi = _mm512_srli_epi32::<4>(v);
+            (_mm512_cvtepi32_ps(lo), _mm512_cvtepi32_ps(hi))
         }
         const GEMM_MR: usize = 8;
         #[inline(always)]
