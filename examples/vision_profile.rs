@@ -1,7 +1,17 @@
-//! Per-stage wall time of the vision encoder on a checkpoint (release build):
-//! `cargo run --release --example vision_profile -- MODEL_DIR [RESOLUTION] [RUNS]`.
+//! Per-stage CPU time (all threads) of the vision encoder on a checkpoint (release build); run it
+//! with one thread for figures that other processes on the machine barely disturb:
+//! `RAYON_NUM_THREADS=1 cargo run --release --example vision_profile -- MODEL_DIR [RES] [RUNS]`.
 
-use std::time::Instant;
+/// CPU time of the whole process (all threads): robust to other processes on a shared machine.
+fn cpu_s() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into `ts`.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
 
 use scenesay::model::{FastVlm, FeatureMap, Precision};
 
@@ -24,16 +34,16 @@ fn main() {
     );
     let mut totals: Vec<(String, f64)> = vec![];
     for run in 0..=runs {
-        let mut t = Instant::now();
+        let mut t = cpu_s();
         let mut names = vec![];
-        let t0 = Instant::now();
+        let t0 = cpu_s();
         m.vision()
             .forward_nhwc(&pixels, &mut |name, _| {
-                names.push((name.to_string(), t.elapsed().as_secs_f64()));
-                t = Instant::now();
+                names.push((name.to_string(), (cpu_s() - t)));
+                t = cpu_s();
             })
             .expect("forward");
-        let total = t0.elapsed().as_secs_f64();
+        let total = (cpu_s() - t0);
         if run == 0 {
             continue; // warm-up
         }
@@ -49,7 +59,7 @@ fn main() {
     }
     for (n, s) in &totals {
         if !n.contains("blocks.") || n.ends_with(".0") {
-            println!("{n:>24} {:>8.1} ms", s * 1e3);
+            println!("{n:>24} {:>8.1} ms CPU", s * 1e3);
         }
     }
 }

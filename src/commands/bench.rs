@@ -168,7 +168,7 @@ fn argmax(logits: &Tensor) -> anyhow::Result<u32> {
 
 /// Greedy decode of `n` tokens after a prefill of `embeds`; returns the seconds the `n` steps took.
 fn decode(m: &mut FastVlm, embeds: &Tensor, n: usize) -> anyhow::Result<f64> {
-    let h = m.prefill_with(embeds, |_, _| {})?;
+    let h = m.prefill(embeds)?;
     let mut next = argmax(&m.last_logits(&h)?)?;
     let t = Instant::now();
     for _ in 0..n {
@@ -196,22 +196,23 @@ fn bench_resolution(
     })?;
     let pixels: FeatureMap = m.preprocess(img, res)?;
     let vis = sample(runs, progress, &px("vision encoder"), || {
-        Ok(m.vision_forward(&pixels)?)
+        Ok(m.vision().forward_nhwc(&pixels, &mut |_, _| {})?)
     })?;
-    let features = m.vision_forward(&pixels)?;
-    let tokens = m.features_to_tokens(&features)?;
+    let features = m.vision().forward_nhwc(&pixels, &mut |_, _| {})?;
+    let image_tokens = features.hw();
+    let tokens = m.tokens_tensor(features)?;
     let proj = sample(runs, progress, &px("projector"), || Ok(m.project(&tokens)?))?;
     let projected = m.project(&tokens)?;
     let embeds = m.input_embeds(&prompt, &projected)?;
     let prompt_tokens = embeds.dim(1)?;
     let prefill = sample(runs, progress, &px("prefill"), || {
-        let h = m.prefill_with(&embeds, |_, _| {})?;
+        let h = m.prefill(&embeds)?;
         Ok(m.last_logits(&h)?)
     })?;
     let ttft = sample(runs, progress, &px("time to first token"), || {
         let enc = m.encode_pixels(&pixels)?;
         let e = m.input_embeds(&prompt, &enc.projected)?;
-        let h = m.prefill_with(&e, |_, _| {})?;
+        let h = m.prefill(&e)?;
         Ok(m.last_logits(&h)?)
     })?;
     progress.set_message(px("decode (warm-up)"));
@@ -228,7 +229,7 @@ fn bench_resolution(
     Ok(ResolutionReport {
         prompt: kind,
         prompt_tokens,
-        image_tokens: features.hw(),
+        image_tokens,
         preprocess_s: median(&pre),
         vision_s,
         vision_gflop: gflop,

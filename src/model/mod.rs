@@ -309,14 +309,21 @@ impl FastVlm {
 
     /// Preprocessed pixels → encoder output, image features and projector output.
     pub fn encode_pixels(&self, pixels: &FeatureMap) -> Result<ImageEncoding, ModelError> {
-        let features_nchw = self.vision.forward(pixels)?;
-        let image_features = self.features_to_tokens(&features_nchw)?;
+        let tokens = self.vision.forward_nhwc(pixels, &mut |_, _| {})?;
+        let features_nchw = tokens.to_feature_map();
+        let image_features = self.tokens_tensor(tokens)?;
         let projected = self.projector.forward(&image_features)?;
         Ok(ImageEncoding {
             features_nchw,
             image_features,
             projected,
         })
+    }
+
+    /// The encoder's NHWC output as the `[h·w, C]` image-feature tensor (no copy).
+    pub fn tokens_tensor(&self, tokens: Nhwc) -> Result<Tensor, ModelError> {
+        let (n, c) = (tokens.hw(), tokens.c);
+        Ok(Tensor::from_vec(tokens.data, (n, c), &Device::Cpu)?)
     }
 
     /// Encoder output `[C, h, w]` → `[h·w, C]` tensor.
@@ -387,6 +394,12 @@ impl FastVlm {
         self.llm.forward_embeds_with(embeds, tap)
     }
 
+    /// Runs the LLM over `embeds` from an empty cache; returns the final hidden states `[1, T, H]`.
+    pub fn prefill(&mut self, embeds: &Tensor) -> Result<Tensor, ModelError> {
+        self.llm.clear_kv_cache();
+        self.llm.forward_embeds(embeds)
+    }
+
     /// Appends embeddings to the cached sequence; returns their final hidden states.
     pub fn extend(&mut self, embeds: &Tensor) -> Result<Tensor, ModelError> {
         self.llm.forward_embeds(embeds)
@@ -425,7 +438,7 @@ impl FastVlm {
         let embeds = self.input_embeds(&prompt, &enc.projected)?;
         let prompt_tokens = embeds.dim(1)?;
         let t2 = Instant::now();
-        let hidden = self.prefill_with(&embeds, |_, _| {})?;
+        let hidden = self.prefill(&embeds)?;
         let mut logits = self.last_logits(&hidden)?;
         let prefill_ms = ms(t2);
         let eos = self.config.text.eos_token_ids.clone();

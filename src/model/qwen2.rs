@@ -71,6 +71,25 @@ pub struct Qwen2 {
     storage: Storage,
     /// Tokens already in the cache.
     offset: usize,
+    /// Activation buffers kept from call to call (no allocation or page faults per token).
+    scratch: Scratch,
+}
+
+#[derive(Debug, Default)]
+struct Scratch {
+    xn: Vec<f32>,
+    qkv: Vec<f32>,
+    attn: Vec<f32>,
+    gu: Vec<f32>,
+    act: Vec<f32>,
+}
+
+/// The first `n` floats of `v`, growing it (never shrinking) as needed.
+fn buf(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    &mut v[..n]
 }
 
 /// Loads several `[rows_i, k]` weights (in their file dtype) and packs them stacked.
@@ -262,6 +281,7 @@ impl Qwen2 {
             eps: cfg.rms_norm_eps as f32,
             storage,
             offset: 0,
+            scratch: Scratch::default(),
         })
     }
 
@@ -441,19 +461,18 @@ impl Qwen2 {
         let (nh, nkv, hd) = (self.heads, self.kv_heads, self.head_dim);
         let qkv_w = (nh + 2 * nkv) * hd;
         let inter = self.intermediate;
-        let mut xn = vec![0f32; t * h];
-        let mut qkv = vec![0f32; t * qkv_w];
-        let mut attn = vec![0f32; t * nh * hd];
-        let mut gu = vec![0f32; t * 2 * inter];
-        let mut act = vec![0f32; t * inter];
+        let mut sc = std::mem::take(&mut self.scratch);
+        let xn = buf(&mut sc.xn, t * h);
+        let qkv = buf(&mut sc.qkv, t * qkv_w);
+        let attn = buf(&mut sc.attn, t * nh * hd);
+        let gu = buf(&mut sc.gu, t * 2 * inter);
+        let act = buf(&mut sc.act, t * inter);
         let n = self.layers.len();
         for li in 0..n {
             let layer = &mut self.layers[li];
-            rms_norm_rows(&x, &layer.input_layernorm, self.eps, &mut xn);
-            forward_parts(&layer.qkv, &xn, t, &mut qkv, qkv_w)?;
-            apply_rope(
-                &mut qkv, t, qkv_w, nh, nkv, hd, offset, &self.cos, &self.sin,
-            );
+            rms_norm_rows(&x, &layer.input_layernorm, self.eps, xn);
+            forward_parts(&layer.qkv, xn, t, qkv, qkv_w)?;
+            apply_rope(qkv, t, qkv_w, nh, nkv, hd, offset, &self.cos, &self.sin);
             for i in 0..t {
                 let row = &qkv[i * qkv_w..(i + 1) * qkv_w];
                 layer
@@ -462,7 +481,7 @@ impl Qwen2 {
                 layer.v_cache.extend_from_slice(&row[(nh + nkv) * hd..]);
             }
             attention(
-                &qkv,
+                qkv,
                 qkv_w,
                 t,
                 offset,
@@ -471,19 +490,20 @@ impl Qwen2 {
                 nh,
                 nkv,
                 hd,
-                &mut attn,
+                attn,
             );
-            layer.o_proj.forward(&attn, t, &mut x, h, Residual::Add)?;
-            rms_norm_rows(&x, &layer.post_attention_layernorm, self.eps, &mut xn);
-            forward_parts(&layer.gate_up, &xn, t, &mut gu, 2 * inter)?;
-            silu_mul_rows(&gu, inter, &mut act);
-            layer.down_proj.forward(&act, t, &mut x, h, Residual::Add)?;
+            layer.o_proj.forward(attn, t, &mut x, h, Residual::Add)?;
+            rms_norm_rows(&x, &layer.post_attention_layernorm, self.eps, xn);
+            forward_parts(&layer.gate_up, xn, t, gu, 2 * inter)?;
+            silu_mul_rows(gu, inter, act);
+            layer.down_proj.forward(act, t, &mut x, h, Residual::Add)?;
             if li + 1 < n {
                 if let Some(tap) = tap.as_mut() {
                     tap(li + 1, &x);
                 }
             }
         }
+        self.scratch = sc;
         let mut out = vec![0f32; t * h];
         rms_norm_rows(&x, &self.norm, self.eps, &mut out);
         if let Some(tap) = tap.as_mut() {

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use super::config::{Layout, Mixer, VisionConfig};
 use super::kernels::conv::{self, DwWeights};
-use super::kernels::gemm::{gemm, Act, Epilogue, PackedB, Residual};
+use super::kernels::gemm::{self, gemm, Act, Epilogue, PackedB, Residual};
 use super::kernels::{attention, conv_out};
 use super::weights::Checkpoint;
 use super::ModelError;
@@ -201,39 +201,56 @@ impl Nhwc {
 }
 
 /// Buffers reused from one layer (and one call) to the next, so large activations are not
-/// allocated and page-faulted afresh every time.
+/// allocated, page-faulted and zeroed afresh every time.
 #[derive(Debug, Default)]
 struct Pool {
-    free: Vec<Vec<f32>>,
+    /// Each buffer with the length up to which it has ever been initialised.
+    free: Vec<(Vec<f32>, usize)>,
+    /// Buffers handed out: (address, capacity, initialised length), to restore that length when
+    /// the same allocation comes back.
+    lent: Vec<(usize, usize, usize)>,
 }
 
 impl Pool {
     /// A buffer of `len` floats (contents unspecified: every kernel overwrites its output).
     fn take(&mut self, len: usize) -> Vec<f32> {
+        let fits = |(v, _): &(Vec<f32>, usize)| v.capacity() >= len;
         let best = self
             .free
             .iter()
             .enumerate()
-            .filter(|(_, v)| v.capacity() >= len)
-            .min_by_key(|(_, v)| v.capacity())
+            .filter(|(_, e)| fits(e))
+            .min_by_key(|(_, (v, _))| v.capacity())
+            .or_else(|| {
+                self.free
+                    .iter()
+                    .enumerate()
+                    .max_by_key(|(_, (v, _))| v.capacity())
+            })
             .map(|(i, _)| i);
-        let mut v = match best {
-            Some(i) => self.free.swap_remove(i),
-            None => self
-                .free
-                .iter()
-                .enumerate()
-                .max_by_key(|(_, v)| v.capacity())
-                .map(|(i, _)| i)
-                .map(|i| self.free.swap_remove(i))
-                .unwrap_or_default(),
-        };
-        v.resize(len, 0.0);
+        let (mut v, init) = best.map(|i| self.free.swap_remove(i)).unwrap_or_default();
+        if init >= len {
+            // SAFETY: the first `init` elements were initialised when the buffer last held them
+            // (truncating a Vec does not de-initialise its memory), and f32 has no drop glue.
+            unsafe { v.set_len(len) };
+        } else {
+            // SAFETY: as above for the first `init` elements; the rest is zero-filled by resize.
+            unsafe { v.set_len(init.min(v.capacity())) };
+            v.resize(len, 0.0);
+        }
+        self.lent
+            .push((v.as_ptr() as usize, v.capacity(), init.max(len)));
         v
     }
 
     fn put(&mut self, v: Vec<f32>) {
-        self.free.push(v);
+        let key = (v.as_ptr() as usize, v.capacity());
+        let init = match self.lent.iter().position(|&(p, c, _)| (p, c) == key) {
+            // same allocation as lent out: everything initialised then is still initialised
+            Some(i) => self.lent.swap_remove(i).2.max(v.len()),
+            None => v.len(),
+        };
+        self.free.push((v, init));
     }
 }
 
@@ -352,7 +369,8 @@ impl Depthwise {
 
     fn forward(&self, x: &Nhwc, act: Act, pool: &mut Pool) -> Nhwc {
         assert_eq!(x.c, self.0.c_in, "depthwise conv: input channels");
-        let mut out = pool.take(0);
+        let (k, st) = (self.0.k, self.0.stride);
+        let mut out = pool.take(conv_out(x.h, k, st) * conv_out(x.w, k, st) * self.0.c_out());
         let (h, w) = conv::dw_conv(&x.data, x.h, x.w, &self.0, act, &mut out);
         Nhwc {
             h,
@@ -374,7 +392,11 @@ struct DenseConv {
 
 impl DenseConv {
     fn forward(&self, pixels: &FeatureMap, pool: &mut Pool) -> Nhwc {
-        let mut cols = pool.take(0);
+        let (ho, wo) = (
+            conv_out(pixels.h, self.k, self.stride),
+            conv_out(pixels.w, self.k, self.stride),
+        );
+        let mut cols = pool.take(ho * wo * pixels.c * self.k * self.k);
         let (h, w) = conv::im2col_nchw(
             &pixels.data,
             pixels.c,
@@ -439,6 +461,21 @@ impl ConvMlp {
     /// `x += scale ⊙ ConvMlp(x)`.
     fn forward_residual(&self, x: &mut Nhwc, scale: &[f32], pool: &mut Pool) {
         let u = self.conv.forward(x, Act::None, pool);
+        let hidden = self.fc1.c_out();
+        if gemm::mlp_fusable(u.hw(), hidden) {
+            // large maps: fc1 → GELU → fc2 in row blocks, the hidden activations kept in cache
+            gemm::mlp_fused(
+                &u.data,
+                u.hw(),
+                &self.fc1.packed,
+                Epilogue::bias(self.fc1.bias.as_deref()).with_act(Act::Gelu),
+                &self.fc2.packed,
+                Epilogue::bias(self.fc2.bias.as_deref()).with_residual(Residual::Scaled(scale)),
+                &mut x.data,
+            );
+            pool.put(u.data);
+            return;
+        }
         let hid = self.fc1.forward(&u, Act::Gelu, pool);
         pool.put(u.data);
         self.fc2.forward_residual(&hid, scale, x);
@@ -504,7 +541,7 @@ impl Block {
                 layer_scale_2,
             } => {
                 let mut x = x;
-                let mut n = pool.take(0);
+                let mut n = pool.take(x.data.len());
                 conv::layer_norm_rows(&x.data, x.c, &norm.weight, &norm.bias, norm.eps, &mut n);
                 let n = Nhwc {
                     h: x.h,

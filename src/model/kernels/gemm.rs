@@ -450,6 +450,57 @@ pub fn gemm_isa<R: RhsPanels>(
     }
 }
 
+/// Rows of one fused-MLP block: its hidden activations (`rows × hidden` floats) stay within about
+/// 1 MiB, in the core's L2 cache.
+fn mlp_rows(hidden: usize) -> usize {
+    ((1 << 18) / hidden.max(1)).clamp(16, 256) / 8 * 8
+}
+
+/// Whether [`mlp_fused`] pays off: many rows (the early, large feature maps) and weights small
+/// enough to be re-read once per row block from cache.
+pub fn mlp_fusable(m: usize, hidden: usize) -> bool {
+    let rows = mlp_rows(hidden);
+    m >= 4 * rows * rayon::current_num_threads().max(1) && hidden <= 2048
+}
+
+thread_local! {
+    static HIDDEN: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A two-layer MLP in row blocks: `c = ep2(act(a · w1 + b1) · w2)` where the hidden activations
+/// of each block of rows never leave the cache (no `m × hidden` buffer is written or read back).
+/// `c` is `[m, w2.n()]` row-major; rows are split across the rayon pool.
+#[allow(clippy::too_many_arguments)]
+pub fn mlp_fused<R1: RhsPanels, R2: RhsPanels>(
+    a: &[f32],
+    m: usize,
+    w1: &R1,
+    ep1: Epilogue,
+    w2: &R2,
+    ep2: Epilogue,
+    c: &mut [f32],
+) {
+    let (k, hidden, n) = (w1.k(), w1.n(), w2.n());
+    assert_eq!(w2.k(), hidden, "mlp_fused: inner widths");
+    assert_eq!(a.len(), m * k, "mlp_fused: input size");
+    assert_eq!(c.len(), m * n, "mlp_fused: output size");
+    let isa = Isa::detect();
+    let rows = mlp_rows(hidden);
+    c.par_chunks_mut(rows * n)
+        .zip(a.par_chunks(rows * k))
+        .for_each(|(cb, ab)| {
+            let r = ab.len() / k.max(1);
+            HIDDEN.with(|h| {
+                let mut h = h.borrow_mut();
+                if h.len() < r * hidden {
+                    h.resize(r * hidden, 0.0);
+                }
+                gemm_isa(isa, ab, k, r, w1, &mut h[..r * hidden], hidden, ep1, false);
+                gemm_isa(isa, &h[..r * hidden], hidden, r, w2, cb, n, ep2, false);
+            });
+        });
+}
+
 thread_local! {
     /// Per-thread buffers: packed rows of `a`, partial sums when `k > KC`, unpacked weights.
     #[allow(clippy::type_complexity)]
@@ -487,38 +538,46 @@ impl<R: RhsPanels> SimdFn for Block<'_, '_, R> {
         let mr = S::GEMM_MR;
         let k = self.b.k();
         let tiles = self.rows.div_ceil(mr);
-        let np = self.p1 - self.p0;
         let n = self.b.n();
         let chunks = k.div_ceil(KC).max(1);
-        grow(self.apack, tiles * mr * KC.min(k.max(1)));
+        let full_tiles = self.rows / mr;
+        let part_rows = self.rows - full_tiles * mr;
+        // Full tiles read `a` in place; the last, partial tile is packed once for the whole depth,
+        // chunk by chunk (`[kc][mr]` each), zero-padded to MR rows.
+        grow(self.apack, mr * k.max(1));
+        if part_rows > 0 {
+            for ci in 0..chunks {
+                let k0 = ci * KC;
+                let kc = KC.min(k - k0);
+                // SAFETY: rows m0..m0+rows of `a` exist (checked by `gemm`); apack holds mr·k.
+                unsafe {
+                    pack_a(
+                        self.a,
+                        self.lda,
+                        self.m0 + full_tiles * mr,
+                        part_rows,
+                        k0,
+                        kc,
+                        mr,
+                        self.apack.as_mut_ptr().add(mr * k0),
+                    )
+                };
+            }
+        }
+        // one accumulator tile per row tile, kept across the depth chunks of one panel
         if chunks > 1 {
-            grow(self.scratch, np * tiles * mr * NR);
+            grow(self.scratch, tiles * mr * NR);
         }
         let mut tile = Tile([0f32; 8 * NR]);
-        let full_tiles = self.rows / mr;
-        for ci in 0..chunks {
-            let k0 = ci * KC;
-            let kc = KC.min(k - k0);
-            let (first, last) = (ci == 0, ci + 1 == chunks);
-            // Full tiles read `a` in place; the rest is packed, zero-padded to MR rows.
-            // SAFETY: rows m0..m0+rows of `a` exist (checked by `gemm`), apack was sized above.
-            unsafe {
-                pack_a(
-                    self.a,
-                    self.lda,
-                    self.m0 + full_tiles * mr,
-                    self.rows - full_tiles * mr,
-                    k0,
-                    kc,
-                    mr,
-                    self.apack.as_mut_ptr(),
-                )
-            };
-            for pi in self.p0..self.p1 {
+        for pi in self.p0..self.p1 {
+            let j0 = pi * NR;
+            let cols = NR.min(n - j0);
+            for ci in 0..chunks {
+                let k0 = ci * KC;
+                let kc = KC.min(k - k0);
+                let (first, last) = (ci == 0, ci + 1 == chunks);
                 // SAFETY: the CPU supports S (dispatch); the panel stays valid during this loop.
                 let bp = unsafe { self.b.panel::<S>(pi, k0, kc, self.unpacked) };
-                let j0 = pi * NR;
-                let cols = NR.min(n - j0);
                 for t in 0..tiles {
                     let r0 = t * mr;
                     let rows = mr.min(self.rows - r0);
@@ -529,14 +588,12 @@ impl<R: RhsPanels> SimdFn for Block<'_, '_, R> {
                         let (ap, rs, cs) = if t < full_tiles {
                             (self.a.add((self.m0 + r0) * self.lda + k0), self.lda, 1)
                         } else {
-                            (self.apack.as_ptr().add((t - full_tiles) * mr * kc), 1, mr)
+                            (self.apack.as_ptr().add(mr * k0), 1, mr)
                         };
                         let tp = if chunks == 1 {
                             tile.0.as_mut_ptr()
                         } else {
-                            self.scratch
-                                .as_mut_ptr()
-                                .add(((pi - self.p0) * tiles + t) * mr * NR)
+                            self.scratch.as_mut_ptr().add(t * mr * NR)
                         };
                         S::gemm_ukr::<R::Elem>(kc, ap, rs, cs, bp, tp, !first);
                         if last {
@@ -710,17 +767,18 @@ pub unsafe fn ukr_avx2<T: BElem>(
                 acc[2 * r + 1] = _mm256_loadu_ps(tile.add(r * NR + s * 16 + 8));
             }
         }
-        let mut ap = a;
+        let rows: [*const f32; MR] = std::array::from_fn(|r| a.add(r * a_rs));
         let mut bp = b.add(s * 16);
+        let mut o = 0;
         for _ in 0..kc {
             let b0 = T::load::<Avx2>(bp);
             let b1 = T::load::<Avx2>(bp.add(8));
             for r in 0..MR {
-                let av = _mm256_broadcast_ss(&*ap.add(r * a_rs));
+                let av = _mm256_broadcast_ss(&*rows[r].add(o));
                 acc[2 * r] = _mm256_fmadd_ps(av, b0, acc[2 * r]);
                 acc[2 * r + 1] = _mm256_fmadd_ps(av, b1, acc[2 * r + 1]);
             }
-            ap = ap.add(a_cs);
+            o += a_cs;
             bp = bp.add(NR);
         }
         for r in 0..MR {
@@ -753,19 +811,21 @@ pub unsafe fn ukr_avx512<T: BElem>(
             }
         }
     }
-    let mut ap = a;
+    // one base pointer per row and a shared offset: independent addresses, no add chain
+    let rows: [*const f32; MR] = std::array::from_fn(|r| a.add(r * a_rs));
     let mut bp = b;
+    let mut o = 0;
     for _ in 0..kc {
         let b0 = T::load::<Avx512>(bp);
         let b1 = T::load::<Avx512>(bp.add(16));
         let b2 = T::load::<Avx512>(bp.add(32));
         for r in 0..MR {
-            let av = _mm512_set1_ps(*ap.add(r * a_rs));
+            let av = _mm512_set1_ps(*rows[r].add(o));
             acc[3 * r] = _mm512_fmadd_ps(av, b0, acc[3 * r]);
             acc[3 * r + 1] = _mm512_fmadd_ps(av, b1, acc[3 * r + 1]);
             acc[3 * r + 2] = _mm512_fmadd_ps(av, b2, acc[3 * r + 2]);
         }
-        ap = ap.add(a_cs);
+        o += a_cs;
         bp = bp.add(NR);
     }
     for r in 0..MR {
@@ -904,6 +964,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn fused_mlp_equals_two_gemms() {
+        let (m, k, hidden, n) = (1000, 40, 136, 40);
+        let a = pseudo(m * k, 11);
+        let w1 = PackedB::<f32>::from_out_in(&pseudo(hidden * k, 12), hidden, k, |x| x);
+        let w2 = PackedB::<f32>::from_out_in(&pseudo(n * hidden, 13), n, hidden, |x| x);
+        let (b1, b2, g) = (pseudo(hidden, 14), pseudo(n, 15), pseudo(n, 16));
+        let ep1 = Epilogue::bias(Some(&b1)).with_act(Act::Gelu);
+        let ep2 = Epilogue::bias(Some(&b2)).with_residual(Residual::Scaled(&g));
+        let c0 = pseudo(m * n, 17);
+        let mut want = c0.clone();
+        let mut h = vec![0f32; m * hidden];
+        gemm(&a, k, m, &w1, &mut h, hidden, ep1, true);
+        gemm(&h, hidden, m, &w2, &mut want, n, ep2, true);
+        let mut got = c0.clone();
+        mlp_fused(&a, m, &w1, ep1, &w2, ep2, &mut got);
+        assert_eq!(got, want);
     }
 
     #[test]
