@@ -54,6 +54,27 @@ fn main() {
         "isa {:?}, {threads} threads",
         scenesay::model::kernels::simd::Isa::detect()
     );
+    for &(n, c) in &[(1024usize, 768usize), (256, 1536), (64, 768)] {
+        if only
+            .as_ref()
+            .is_some_and(|o| !"attention".contains(o.as_str()))
+        {
+            break;
+        }
+        let qkv: Vec<f32> = (0..n * 3 * c)
+            .map(|i| ((i * 7) % 13) as f32 * 0.01)
+            .collect();
+        let mut out = vec![0f32; n * c];
+        let t = best_of(5, || {
+            scenesay::model::kernels::attention::self_attention(&qkv, n, c, 32, &mut out)
+        });
+        let flop = 4.0 * (n * n * c) as f64;
+        println!(
+            "attention n{n} c{c}: {:.2} ms, {:.1} GFLOP/s",
+            t * 1e3,
+            flop / t / 1e9
+        );
+    }
     for &(m, n, k, what) in &[
         (65536usize, 384usize, 96usize, "stage0 fc1 @1024"),
         (65536, 96, 384, "stage0 fc2 @1024"),

