@@ -1,6 +1,7 @@
 //! Per-stage CPU time (all threads) of the vision encoder on a checkpoint (release build); run it
 //! with one thread for figures that other processes on the machine barely disturb:
-//! `RAYON_NUM_THREADS=1 cargo run --release --example vision_profile -- MODEL_DIR [RES] [RUNS]`.
+//! `RAYON_NUM_THREADS=1 cargo run --release --example vision_profile -- MODEL_DIR [RES] [RUNS]`
+//! (`WALL=1` for wall-clock time instead).
 
 /// CPU time of the whole process (all threads): robust to other processes on a shared machine.
 fn cpu_s() -> f64 {
@@ -9,7 +10,12 @@ fn cpu_s() -> f64 {
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes into `ts`.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    let clock = if std::env::var("WALL").is_ok_and(|v| v == "1") {
+        libc::CLOCK_MONOTONIC
+    } else {
+        libc::CLOCK_PROCESS_CPUTIME_ID
+    };
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
@@ -39,11 +45,11 @@ fn main() {
         let t0 = cpu_s();
         m.vision()
             .forward_nhwc(&pixels, &mut |name, _| {
-                names.push((name.to_string(), (cpu_s() - t)));
+                names.push((name.to_string(), cpu_s() - t));
                 t = cpu_s();
             })
             .expect("forward");
-        let total = (cpu_s() - t0);
+        let total = cpu_s() - t0;
         if run == 0 {
             continue; // warm-up
         }
@@ -59,7 +65,7 @@ fn main() {
     }
     for (n, s) in &totals {
         if !n.contains("blocks.") || n.ends_with(".0") {
-            println!("{n:>24} {:>8.1} ms CPU", s * 1e3);
+            println!("{n:>24} {:>8.1} ms", s * 1e3);
         }
     }
 }

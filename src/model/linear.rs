@@ -102,29 +102,41 @@ impl Packed {
             let mut j = j;
             for (i, r) in rows.iter().enumerate() {
                 if j < *r {
-                    return (i, j);
+                    return (&parts[i], j * k);
                 }
                 j -= r;
             }
             unreachable!("row index inside the stacked matrix")
         };
         match storage {
-            Storage::F32 => Packed::F32(PackedB::pack_with(k, n, |p, j| {
-                let (i, r) = locate(j);
-                parts[i].get(r * k + p)
-            })),
-            Storage::Bf16 => Packed::Bf16(PackedB::pack_with(k, n, |p, j| {
-                let (i, r) = locate(j);
-                match &parts[i] {
-                    Source::Bf16(s) => s[r * k + p],
-                    other => bf16::from_f32(other.get(r * k + p)),
+            Storage::F32 => Packed::F32(PackedB::from_rows(n, k, |j, out: &mut [f32]| {
+                let (src, at) = locate(j);
+                match src {
+                    Source::F32(s) => out.copy_from_slice(&s[at..at + k]),
+                    other => out
+                        .iter_mut()
+                        .enumerate()
+                        .for_each(|(p, o)| *o = other.get(at + p)),
                 }
             })),
-            Storage::F16 => Packed::F16(PackedB::pack_with(k, n, |p, j| {
-                let (i, r) = locate(j);
-                match &parts[i] {
-                    Source::F16(s) => s[r * k + p],
-                    other => f16::from_f32(other.get(r * k + p)),
+            Storage::Bf16 => Packed::Bf16(PackedB::from_rows(n, k, |j, out: &mut [bf16]| {
+                let (src, at) = locate(j);
+                match src {
+                    Source::Bf16(s) => out.copy_from_slice(&s[at..at + k]),
+                    other => out
+                        .iter_mut()
+                        .enumerate()
+                        .for_each(|(p, o)| *o = bf16::from_f32(other.get(at + p))),
+                }
+            })),
+            Storage::F16 => Packed::F16(PackedB::from_rows(n, k, |j, out: &mut [f16]| {
+                let (src, at) = locate(j);
+                match src {
+                    Source::F16(s) => out.copy_from_slice(&s[at..at + k]),
+                    other => out
+                        .iter_mut()
+                        .enumerate()
+                        .for_each(|(p, o)| *o = f16::from_f32(other.get(at + p))),
                 }
             })),
         }

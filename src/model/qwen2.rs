@@ -20,6 +20,9 @@ use super::linear::{source_of, Linear, Packed, Storage};
 use super::weights::Checkpoint;
 use super::ModelError;
 
+/// Receives `(layer, hidden states of every row)` during a forward pass.
+pub type RowTap<'a> = &'a mut dyn FnMut(usize, &[f32]);
+
 /// Longest context the RoPE tables are built for (or the config's limit when smaller).
 const MAX_CONTEXT: usize = 8192;
 /// Tokens of KV cache reserved up front (it grows beyond when needed).
@@ -438,7 +441,7 @@ impl Qwen2 {
         &mut self,
         mut x: Vec<f32>,
         t: usize,
-        mut tap: Option<&mut dyn FnMut(usize, &[f32])>,
+        mut tap: Option<RowTap>,
     ) -> Result<Vec<f32>, ModelError> {
         let h = self.hidden;
         if x.len() != t * h {

@@ -351,7 +351,7 @@ impl Depthwise {
         stride: usize,
         bias: bool,
     ) -> Result<Self, ModelError> {
-        if c_out % c_in != 0 || !(1..=2).contains(&(c_out / c_in)) {
+        if !c_out.is_multiple_of(c_in) || !(1..=2).contains(&(c_out / c_in)) {
             return Err(ModelError::Other(format!(
                 "{name}: unsupported grouped convolution ({c_in} → {c_out} channels, groups {c_in})"
             )));
@@ -721,8 +721,8 @@ impl FastViTHD {
     ) -> Result<Nhwc, ModelError> {
         let stride = self.cfg.stride();
         if pixels.c != 3
-            || pixels.h % stride != 0
-            || pixels.w % stride != 0
+            || !pixels.h.is_multiple_of(stride)
+            || !pixels.w.is_multiple_of(stride)
             || pixels.h == 0
             || pixels.w == 0
         {

@@ -69,7 +69,7 @@ thread_local! {
 pub fn self_attention(qkv: &[f32], n: usize, c: usize, d: usize, out: &mut [f32]) {
     assert_eq!(qkv.len(), n * 3 * c, "self_attention: qkv size");
     assert_eq!(out.len(), n * c, "self_attention: output size");
-    assert!(d > 0 && c % d == 0, "self_attention: head width");
+    assert!(d > 0 && c.is_multiple_of(d), "self_attention: head width");
     let heads = c / d;
     let scale = 1.0 / (d as f32).sqrt();
     let per_head: Vec<Vec<f32>> = (0..heads)

@@ -563,7 +563,7 @@ pub fn scale_columns_gelu(x: &mut [f32], gate: &[f32], sigmoid: bool) {
         gate.to_vec()
     };
     let isa = Isa::detect();
-    x.par_chunks_mut(c * 16.max(1)).for_each(|rows| {
+    x.par_chunks_mut(c * 16).for_each(|rows| {
         dispatch_with(isa, ScaleGelu { x: rows, g: &g });
     });
 }

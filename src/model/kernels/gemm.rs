@@ -144,6 +144,27 @@ impl<T: BElem> PackedB<T> {
         Self { n, k, data }
     }
 
+    /// Packs the `[n, k]` matrix (out × in) whose row `j` `row(j, buf)` writes into `buf` (`k`
+    /// elements), so that `a · packed` computes `a · matrixᵀ`.
+    pub fn from_rows(n: usize, k: usize, row: impl Fn(usize, &mut [T]) + Sync) -> Self {
+        let panels = n.div_ceil(NR);
+        let mut data = vec![T::default(); panels * k * NR];
+        if k > 0 {
+            data.par_chunks_mut(k * NR)
+                .enumerate()
+                .for_each(|(pi, panel)| {
+                    let mut buf = vec![T::default(); k];
+                    for jj in 0..NR.min(n - pi * NR) {
+                        row(pi * NR + jj, &mut buf);
+                        for (p, &v) in buf.iter().enumerate() {
+                            panel[p * NR + jj] = v;
+                        }
+                    }
+                });
+        }
+        Self { n, k, data }
+    }
+
     /// Packs a row-major `[k][n]` matrix with row stride `rs` (e.g. V in attention).
     pub fn from_in_out(src: &[f32], k: usize, n: usize, rs: usize) -> Self {
         assert!(
@@ -187,6 +208,8 @@ impl<T: BElem> PackedB<T> {
 pub trait RhsPanels: Sync {
     /// Element type of the panels handed to the micro-kernel.
     type Elem: BElem;
+    /// Element type of the panels as stored, when the micro-kernel can read them directly.
+    type Raw: BElem;
     fn n(&self) -> usize;
     fn k(&self) -> usize;
     /// Rows `k0..k0 + kc` of panel `pi` (`[kc][NR]`): in place, or unpacked into `scratch`.
@@ -200,6 +223,9 @@ pub trait RhsPanels: Sync {
         kc: usize,
         scratch: &mut Vec<f32>,
     ) -> *const Self::Elem;
+    /// Rows from `k0` of panel `pi` as stored (`[k - k0][NR]`), when the micro-kernel can widen
+    /// them itself: cheaper than [`Self::panel`] when few row tiles share the panel.
+    fn raw_panel(&self, pi: usize, k0: usize) -> Option<*const Self::Raw>;
     /// One row `x` (`k` floats) times panels `p0..p1`, through the epilogue into `c` (the row).
     ///
     /// # Safety
@@ -208,22 +234,41 @@ pub trait RhsPanels: Sync {
 }
 
 impl<T: BElem> RhsPanels for PackedB<T> {
-    type Elem = T;
+    type Elem = f32;
+    type Raw = T;
+    fn raw_panel(&self, pi: usize, k0: usize) -> Option<*const T> {
+        Some(self.panel_ptr(pi, k0))
+    }
     fn n(&self) -> usize {
         self.n
     }
     fn k(&self) -> usize {
         self.k
     }
+    /// f32 panels are used in place; half-precision ones are widened once per chunk into
+    /// `scratch` (shared by every row tile of the block) rather than in the micro-kernel's loop.
     #[inline(always)]
     unsafe fn panel<S: Simd>(
         &self,
         pi: usize,
         k0: usize,
-        _kc: usize,
-        _s: &mut Vec<f32>,
-    ) -> *const T {
-        self.panel_ptr(pi, k0)
+        kc: usize,
+        scratch: &mut Vec<f32>,
+    ) -> *const f32 {
+        let src = self.panel_ptr(pi, k0);
+        if T::NAME == "f32" {
+            return src as *const f32;
+        }
+        if scratch.len() < kc * NR {
+            scratch.resize(kc * NR, 0.0);
+        }
+        let dst = scratch.as_mut_ptr();
+        let mut i = 0;
+        while i < kc * NR {
+            S::store(dst.add(i), T::load::<S>(src.add(i)));
+            i += S::LANES;
+        }
+        dst
     }
     #[inline(always)]
     unsafe fn gemv<S: Simd>(
@@ -579,8 +624,18 @@ impl<R: RhsPanels> SimdFn for Block<'_, '_, R> {
                 let k0 = ci * KC;
                 let kc = KC.min(k - k0);
                 let (first, last) = (ci == 0, ci + 1 == chunks);
+                // Few row tiles: let the micro-kernel widen stored half-precision weights itself;
+                // many: widen (or dequantize) the chunk once for all of them.
+                let raw = if tiles < 6 {
+                    self.b.raw_panel(pi, k0)
+                } else {
+                    None
+                };
                 // SAFETY: the CPU supports S (dispatch); the panel stays valid during this loop.
-                let bp = unsafe { self.b.panel::<S>(pi, k0, kc, self.unpacked) };
+                let bp = match raw {
+                    Some(_) => std::ptr::null(),
+                    None => unsafe { self.b.panel::<S>(pi, k0, kc, self.unpacked) },
+                };
                 for t in 0..tiles {
                     let r0 = t * mr;
                     let rows = mr.min(self.rows - r0);
@@ -598,7 +653,10 @@ impl<R: RhsPanels> SimdFn for Block<'_, '_, R> {
                         } else {
                             self.scratch.as_mut_ptr().add(t * mr * NR)
                         };
-                        S::gemm_ukr::<R::Elem>(kc, ap, rs, cs, bp, tp, !first);
+                        match raw {
+                            Some(rp) => S::gemm_ukr::<R::Raw>(kc, ap, rs, cs, rp, tp, !first),
+                            None => S::gemm_ukr::<R::Elem>(kc, ap, rs, cs, bp, tp, !first),
+                        }
                         if last {
                             let cptr = self.c.0.add((self.m0 + r0) * self.ldc + j0);
                             epilogue::<S>(tp, rows, cols, cptr, self.ldc, j0, &self.ep);
@@ -712,6 +770,10 @@ impl<R: RhsPanels> SimdFn for Gemv<'_, '_, R> {
 }
 
 /// Scalar micro-kernel, 4 × 48.
+///
+/// # Safety
+/// See [`Simd::gemm_ukr`]: `a` readable at `r·a_rs + p·a_cs` for `r < 4`, `p < kc`; `b` holds
+/// `kc · NR` elements; `tile` `4 · NR` floats.
 #[inline(always)]
 pub unsafe fn ukr_scalar<T: BElem>(
     kc: usize,
@@ -748,6 +810,9 @@ pub unsafe fn ukr_scalar<T: BElem>(
 }
 
 /// AVX2 micro-kernel: 6 rows × 48 columns, as three 6 × 16 register tiles.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA; pointers as for [`ukr_scalar`] with 6 rows.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub unsafe fn ukr_avx2<T: BElem>(
@@ -798,6 +863,9 @@ pub unsafe fn ukr_avx2<T: BElem>(
 }
 
 /// AVX-512 micro-kernel: 8 rows × 48 columns in 24 registers.
+///
+/// # Safety
+/// The CPU must have AVX-512F; pointers as for [`ukr_scalar`] with 8 rows.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub unsafe fn ukr_avx512<T: BElem>(
@@ -1002,7 +1070,7 @@ mod tests {
     #[test]
     fn half_precision_weights_are_widened_exactly() {
         let (m, n, k) = (9, 60, 70);
-        let a = pseudo(m * k, 7);
+        let a = pseudo(100 * k, 7);
         let w: Vec<f32> = pseudo(n * k, 8)
             .into_iter()
             .map(|x| half::bf16::from_f32(x).to_f32())
@@ -1011,7 +1079,8 @@ mod tests {
         let pb = PackedB::<half::bf16>::from_out_in(&w, n, k, half::bf16::from_f32);
         let ph = PackedB::<half::f16>::from_out_in(&w, n, k, half::f16::from_f32);
         for isa in Isa::all_supported() {
-            for m in [1, m] {
+            // one row (GEMV), few row tiles (widened in the micro-kernel), many (widened per chunk)
+            for m in [1, m, 100] {
                 let mut cf = vec![0f32; m * n];
                 let mut cb = vec![0f32; m * n];
                 let mut ch = vec![0f32; m * n];

@@ -95,7 +95,7 @@ impl PackedQ {
         src_block: usize,
         decode: impl Fn(&[u8], &mut u16, &mut u16, &mut [u8; QBLOCK]) + Sync,
     ) -> Result<Self, String> {
-        if k % QBLOCK != 0 {
+        if !k.is_multiple_of(QBLOCK) {
             return Err(format!("rows of {k} values are not a multiple of {QBLOCK}"));
         }
         let kb = k / QBLOCK;
@@ -180,6 +180,11 @@ impl PackedQ {
 
 impl RhsPanels for PackedQ {
     type Elem = f32;
+    type Raw = f32;
+
+    fn raw_panel(&self, _pi: usize, _k0: usize) -> Option<*const f32> {
+        None
+    }
 
     fn n(&self) -> usize {
         self.n
@@ -199,7 +204,7 @@ impl RhsPanels for PackedQ {
         kc: usize,
         scratch: &mut Vec<f32>,
     ) -> *const f32 {
-        debug_assert!(k0 % QBLOCK == 0 && kc % QBLOCK == 0);
+        debug_assert!(k0.is_multiple_of(QBLOCK) && kc.is_multiple_of(QBLOCK));
         if scratch.len() < kc * NR {
             scratch.resize(kc * NR, 0.0);
         }

@@ -64,9 +64,13 @@ impl Isa {
     }
 }
 
-/// One vector register's worth of `f32` and the operations the kernels use. All methods are
-/// `unsafe`: they may only run on a CPU with the instruction set of the implementing type, and the
-/// pointer ones read / write `LANES` (or `n`) floats.
+/// One vector register's worth of `f32` and the operations the kernels use.
+///
+/// # Safety
+/// Every method is `unsafe` for the same two reasons: it may only run on a CPU with the
+/// instruction set of the implementing type (guaranteed by [`dispatch`]), and the pointer methods
+/// read / write `LANES` (or the given `n`) elements, which must be valid.
+#[allow(clippy::missing_safety_doc)]
 pub trait Simd: Copy + 'static {
     const LANES: usize;
     type V: Copy;
