@@ -34,6 +34,22 @@ pub enum Command {
     /// Write a copy of a checkpoint with its language model quantized to 8 or 4 bits (GGUF), which
     /// every command loads like any other model directory.
     Quantize(commands::quantize::Args),
+    /// Get a FastVLM checkpoint (`model fetch`) and see which ones are here (`model list`).
+    Model(commands::model::Args),
+    /// Describe every image under files and folders: one JSON line per image, resumable.
+    Batch(commands::batch::Args),
+    /// List the photos that show something ("a beach"), scored by asking the model yes or no.
+    Search(commands::search::Args),
+    /// Write an audio-description track (SRT / WebVTT subtitles, JSON lines) for a video or a
+    /// picture sequence: the daemon's scene watch, at the media's own pace.
+    Narrate(commands::narrate::Args),
+    /// Run the narration daemon: watch the camera, say when the scene changes, describe in detail
+    /// on a hotkey, SIGUSR1 or `scenesay ctl describe`.
+    Run(commands::run::Args),
+    /// Control the running daemon: describe, ask, repeat, pause, resume, status, stop.
+    Ctl(commands::ctl::Args),
+    /// Check the configuration, model, camera, speech, hotkey and socket; say what to fix.
+    Check(commands::check::Args),
 }
 
 impl Command {
@@ -43,6 +59,13 @@ impl Command {
             Command::Embed(a) => commands::embed::run(a),
             Command::Bench(a) => commands::bench::run(a),
             Command::Quantize(a) => commands::quantize::run(a),
+            Command::Model(a) => commands::model::run(a),
+            Command::Batch(a) => commands::batch::run(a),
+            Command::Search(a) => commands::search::run(a),
+            Command::Narrate(a) => commands::narrate::run(a),
+            Command::Run(a) => commands::run::run(a),
+            Command::Ctl(a) => commands::ctl::run(a),
+            Command::Check(a) => commands::check::run(a),
         }
     }
 }

@@ -13,8 +13,13 @@ pub const PARTIAL: u8 = 3;
 pub const NO_INPUT: u8 = 66;
 /// The model cannot be loaded: missing, unreadable or inconsistent checkpoint (EX_UNAVAILABLE).
 pub const MODEL_UNAVAILABLE: u8 = 69;
+/// The daemon is not running (nothing answers on its control socket), or it failed to answer in
+/// time; trying again later may work (EX_TEMPFAIL).
+pub const NOT_RUNNING: u8 = 75;
 /// The configuration file is invalid (EX_CONFIG).
 pub const CONFIG: u8 = 78;
+/// Stopped by Ctrl-C / SIGTERM before the work was done (128 + SIGINT, as shells report it).
+pub const INTERRUPTED: u8 = 130;
 
 /// An error that carries the exit code the process should end with.
 /// Its message is the whole chain of the wrapped error (so `{:#}` prints each cause once).

@@ -339,7 +339,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
         layout: m.config.layout,
-        dtype: a.model.dtype.name().to_string(),
+        dtype: m.precision().name().to_string(),
         llm_weights: m.precision_name(),
         threads: rayon::current_num_threads(),
         runs: a.runs,

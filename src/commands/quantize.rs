@@ -11,9 +11,11 @@ use crate::model::quantize::{quantize_checkpoint, Bits};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The checkpoint to quantize (Apple or transformers layout). Defaults to $SCENESAY_MODEL.
-    #[arg(long, value_name = "DIR", env = "SCENESAY_MODEL")]
-    pub model: Option<PathBuf>,
+    /// The checkpoint to quantize: a directory (Apple or transformers layout) or a repository id
+    /// already in the Hugging Face cache. Default: $SCENESAY_MODEL, else apple/FastVLM-0.5B from
+    /// the cache.
+    #[arg(long, value_name = "DIR|REPO", env = "SCENESAY_MODEL")]
+    pub model: Option<String>,
 
     /// Where to write the quantized checkpoint (a new or empty directory).
     #[arg(long, value_name = "DIR")]
@@ -30,11 +32,8 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     let bits = Bits::from_number(a.bits)
         .ok_or_else(|| anyhow::anyhow!("--bits must be 8 or 4, got {}", a.bits))
         .exit_code(exit::USAGE)?;
-    let src = a
-        .model
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("no model given: pass --model DIR or set SCENESAY_MODEL"))
-        .exit_code(exit::USAGE)?;
+    let src = crate::model_store::resolve_model(a.model.as_deref(), None)
+        .exit_code(exit::MODEL_UNAVAILABLE)?;
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template("quantize [{bar:30}] {pos}/{len} matrices ({elapsed})")

@@ -7,7 +7,7 @@
 
 pub mod config;
 pub mod generate;
-// index loops over arrays of vector registers read best as they are (clippy flags them)
+// index loops over arrays of vector registers / the reference arithmetic read best as they are
 #[allow(clippy::needless_range_loop)]
 pub mod kernels;
 pub mod linear;
@@ -16,6 +16,7 @@ pub mod prompt;
 pub mod quantize;
 pub mod qwen2;
 pub mod tokenizer;
+#[allow(clippy::needless_range_loop)]
 pub mod vision;
 pub mod weights;
 

@@ -1,0 +1,176 @@
+//! `scenesay ctl`: talk to the running daemon over its control socket.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::control::client::{self, ClientError};
+use crate::control::protocol::{Request, Response, StatusReport};
+use crate::exit::{self, WithExit};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Configuration file to read the socket path from (same search as `scenesay run`).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Control socket, instead of the configuration's (default $XDG_RUNTIME_DIR/scenesay.sock).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Seconds to wait for the answer (a detailed description can take a while on a slow CPU).
+    #[arg(long, default_value_t = 120.0, value_name = "S")]
+    pub timeout: f64,
+
+    /// Print the daemon's JSON reply as it is.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub action: Action,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Action {
+    /// Describe what the camera sees now, in detail (interrupts the narration); prints the text.
+    Describe {
+        /// Return at once instead of waiting for the description (it is still spoken).
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Ask a question about what the camera sees now; prints the answer.
+    Ask {
+        /// The question, e.g. "What colour is the mug?"
+        #[arg(required = true, num_args = 1..)]
+        question: Vec<String>,
+        /// Return at once instead of waiting for the answer (it is still spoken).
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Say the last narration again.
+    Repeat,
+    /// Say what is different from the last description; prints it.
+    Changed {
+        /// Return at once instead of waiting for the answer (it is still spoken).
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Read out the text in view (looks at 1024 px); prints it.
+    Read {
+        /// Return at once instead of waiting for the text (it is still spoken).
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Pause scene narration (describe and ask still work).
+    Pause,
+    /// Resume scene narration.
+    Resume,
+    /// Show uptime, frame counters, the last narration and recent latencies.
+    Status,
+    /// Stop the daemon.
+    Stop,
+}
+
+fn socket_path(a: &Args) -> anyhow::Result<PathBuf> {
+    if let Some(s) = &a.socket {
+        return Ok(s.clone());
+    }
+    let (config, _) = super::run::load_config(a.config.as_deref())?;
+    Ok(config.socket_path())
+}
+
+pub fn run(a: Args) -> anyhow::Result<u8> {
+    if !(a.timeout > 0.0 && a.timeout.is_finite()) {
+        return Err(anyhow::anyhow!(
+            "--timeout must be a positive number of seconds"
+        ))
+        .exit_code(exit::USAGE);
+    }
+    let path = socket_path(&a)?;
+    let req = match &a.action {
+        Action::Describe { no_wait } => Request::Describe { wait: !no_wait },
+        Action::Ask { question, no_wait } => Request::Ask {
+            question: question.join(" "),
+            wait: !no_wait,
+        },
+        Action::Repeat => Request::Repeat {},
+        Action::Changed { no_wait } => Request::Changed { wait: !no_wait },
+        Action::Read { no_wait } => Request::Read { wait: !no_wait },
+        Action::Pause => Request::Pause {},
+        Action::Resume => Request::Resume {},
+        Action::Status => Request::Status {},
+        Action::Stop => Request::Stop {},
+    };
+    let timeout = Duration::from_secs_f64(a.timeout);
+    let resp = match client::request(&path, &req, timeout) {
+        Ok(r) => r,
+        Err(e @ (ClientError::NotRunning { .. } | ClientError::Timeout(_))) => {
+            return Err(e).exit_code(exit::NOT_RUNNING)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if a.json {
+        emit(&format!("{}\n", serde_json::to_string(&resp)?));
+        return Ok(match resp {
+            Response::Error { .. } => exit::FAILURE,
+            _ => exit::OK,
+        });
+    }
+    match resp {
+        Response::Accepted { message } => emit(&format!("{message}\n")),
+        Response::Narration { text, .. } => emit(&format!("{text}\n")),
+        Response::Status(s) => emit(&status_text(&s)),
+        Response::Error { code, message } => {
+            eprintln!(
+                "error: {message} ({})",
+                serde_json::to_string(&code)?.trim_matches('"')
+            );
+            return Ok(exit::FAILURE);
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// Prints to stdout; a reader that went away (`| head`) is not an error.
+fn emit(text: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(text.as_bytes()).and_then(|_| o.flush());
+}
+
+fn status_text(s: &StatusReport) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "scenesay {}: {}", s.version, s.state);
+    let _ = writeln!(o, "  up for       {:.0} s", s.uptime_s);
+    let _ = writeln!(o, "  source       {} ({})", s.source, s.source_state);
+    let _ = writeln!(o, "  speech       {}", s.speech_backend);
+    let _ = writeln!(
+        o,
+        "  frames       {} captured, {} watched, {} described, {} dropped",
+        s.frames.captured, s.frames.watched, s.frames.described, s.frames.dropped
+    );
+    let _ = match &s.last_narration {
+        Some(l) => writeln!(
+            o,
+            "  last         [{}] {} ({})",
+            l.kind.name(),
+            l.text,
+            l.time
+        ),
+        None => writeln!(o, "  last         nothing said yet"),
+    };
+    for r in &s.recent_latencies {
+        let f = |x: Option<f64>| {
+            x.map(|v| format!("{v:.0} ms"))
+                .unwrap_or_else(|| "-".into())
+        };
+        let _ = writeln!(
+            o,
+            "  latency      {:<7} first words {}, generation {}",
+            r.kind.name(),
+            f(r.latency_ms.first_speech),
+            f(r.latency_ms.generation)
+        );
+    }
+    o
+}

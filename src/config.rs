@@ -1,0 +1,1058 @@
+//! The daemon's configuration: serde structs mirroring `config.toml` (every key documented there,
+//! with its default), the file search order, path resolution and validation. Errors name the file,
+//! the line and column, the key, and what is allowed.
+//!
+//! Extending: add the field to its section struct (with `#[serde(default)]` coming from the
+//! section's `Default`), document it in `config.toml` at the repository root, and add its range
+//! check to [`Config::validate`] as an [`Invalid`] naming the dotted key — the loader turns that into
+//! `file:line:column`.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Precision;
+
+/// Where `scenesay run` looks for its configuration, after `--config FILE`.
+pub fn search_path() -> Vec<PathBuf> {
+    let mut v = vec![];
+    if let Some(d) = xdg_dir("XDG_CONFIG_HOME", ".config") {
+        v.push(d.join("scenesay/config.toml"));
+    }
+    v.push(PathBuf::from("/etc/scenesay/config.toml"));
+    v
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub model: ModelConfig,
+    pub capture: CaptureConfig,
+    pub scene: SceneConfig,
+    pub describe: DescribeConfig,
+    pub speech: SpeechConfig,
+    pub hotkey: HotkeyConfig,
+    pub control: ControlConfig,
+    pub log: LogConfig,
+    /// `[guards]`: when the view is too dark, covered, bright or blurred to describe.
+    pub guards: crate::policy::guard::GuardConfig,
+}
+
+/// `[model]`: which checkpoint to run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Checkpoint directory; empty = apple/FastVLM-0.5B from the Hugging Face cache.
+    /// `--model` / `$SCENESAY_MODEL` take precedence.
+    pub path: String,
+    /// Weight precision of the language model.
+    pub dtype: Precision,
+}
+
+/// Where frames come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceKind {
+    #[default]
+    Camera,
+    Images,
+    Video,
+    TestPattern,
+}
+
+impl SourceKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceKind::Camera => "camera",
+            SourceKind::Images => "images",
+            SourceKind::Video => "video",
+            SourceKind::TestPattern => "test-pattern",
+        }
+    }
+}
+
+/// A camera: an index (0 = `/dev/video0`) or a device path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum CameraDevice {
+    Index(u32),
+    Path(String),
+}
+
+impl Default for CameraDevice {
+    fn default() -> Self {
+        CameraDevice::Index(0)
+    }
+}
+
+impl std::fmt::Display for CameraDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CameraDevice::Index(i) => write!(f, "/dev/video{i}"),
+            CameraDevice::Path(p) => f.write_str(p),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CameraDevice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = CameraDevice;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a camera index such as 0, or a device path such as \"/dev/video0\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<CameraDevice, E> {
+                u32::try_from(v)
+                    .map(CameraDevice::Index)
+                    .map_err(|_| E::custom(format!("camera index {v} is out of range (0, 1, 2 …)")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<CameraDevice, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(-1))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<CameraDevice, E> {
+                if v.trim().is_empty() {
+                    return Err(E::custom(
+                        "empty camera device: use an index such as 0 or a path such as \"/dev/video0\"",
+                    ));
+                }
+                Ok(match v.trim().parse::<u32>() {
+                    Ok(i) => CameraDevice::Index(i),
+                    Err(_) => CameraDevice::Path(v.to_string()),
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `[capture]`: the frame source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    pub source: SourceKind,
+    pub device: CameraDevice,
+    pub width: u32,
+    pub height: u32,
+    /// Frames per second handed to the model, at most.
+    pub fps: f64,
+    /// `images`: a folder, a glob or one file; `video`: a file.
+    pub path: String,
+    /// `images` / `video`: start again at the end.
+    #[serde(rename = "loop")]
+    pub looping: bool,
+    /// `images`: each picture is delivered this many times in a row.
+    pub repeat_each: u32,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        Self {
+            source: SourceKind::Camera,
+            device: CameraDevice::Index(0),
+            width: 640,
+            height: 480,
+            fps: 2.0,
+            path: String::new(),
+            looping: true,
+            repeat_each: 1,
+        }
+    }
+}
+
+/// `[scene]`: when the view counts as a new scene.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SceneConfig {
+    /// Square side the scene watch encodes frames at (a multiple of 64).
+    pub resolution: u32,
+    /// Cosine distance to the last narrated scene above which the view has changed.
+    pub change_threshold: f64,
+    /// Consecutive changed (and mutually similar) frames needed before narrating.
+    pub stable_frames: u32,
+    /// Least number of seconds between two scene narrations.
+    pub cooldown_s: f64,
+    /// Most scene narrations in any minute.
+    pub max_per_minute: u32,
+    /// Seconds after which an unchanged view counts as settled: a scene that stayed for less is
+    /// followed by a brief description (`[describe] brief_prompt`).
+    pub settle_s: f64,
+    /// Once the view has settled, describe it once more, in full (`detail_prompt`).
+    pub settle_detail: bool,
+    /// A scene description at least this similar (0–1, shared content words) to the last one said
+    /// is not spoken; 0 = off.
+    pub repeat_similarity: f64,
+}
+
+impl Default for SceneConfig {
+    fn default() -> Self {
+        Self {
+            resolution: 256,
+            change_threshold: 0.10,
+            stable_frames: 2,
+            cooldown_s: 10.0,
+            max_per_minute: 4,
+            settle_s: 20.0,
+            settle_detail: false,
+            repeat_similarity: 0.7,
+        }
+    }
+}
+
+/// `[describe]`: what the model is asked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DescribeConfig {
+    pub scene_prompt: String,
+    pub scene_max_tokens: usize,
+    /// While scenes change quickly (see `[scene] settle_s`); at most `scene_max_tokens` tokens.
+    pub brief_prompt: String,
+    pub brief_max_tokens: usize,
+    pub detail_resolution: u32,
+    pub detail_prompt: String,
+    /// Also the limit for answers to `scenesay ctl ask`, `changed` and `read`.
+    pub detail_max_tokens: usize,
+    /// `scenesay ctl changed`: `{previous}` is replaced by the last description said.
+    pub changed_prompt: String,
+    /// `scenesay ctl read`: the text in view.
+    pub read_prompt: String,
+    pub read_resolution: u32,
+    /// 1.0 = off; 1.1 discourages the model from repeating itself.
+    pub repetition_penalty: f64,
+}
+
+/// The placeholder of `[describe] changed_prompt`.
+pub const PREVIOUS: &str = "{previous}";
+
+impl Default for DescribeConfig {
+    fn default() -> Self {
+        Self {
+            scene_prompt: "In one short sentence, tell a blind person what is in front of them: \
+                           the main thing first, where it is (left, right or ahead), and any \
+                           sign or text in view."
+                .into(),
+            scene_max_tokens: 40,
+            brief_prompt: "In a few words, name the main thing in front of a blind person and \
+                           where it is: left, right or ahead."
+                .into(),
+            brief_max_tokens: 12,
+            detail_resolution: 1024,
+            detail_prompt: "Describe this view for a blind person, briefly and concretely: the \
+                            main objects and where they are (left, right, ahead, near or far), \
+                            any people and what they are doing, and read out any text."
+                .into(),
+            detail_max_tokens: 256,
+            changed_prompt: "A moment ago a blind person was told: \"{previous}\" Look at the \
+                             view now and tell them in one or two short sentences only what is \
+                             different: what appeared, what is gone, what moved (left, right, \
+                             ahead). If nothing is different, say: Nothing has changed."
+                .into(),
+            read_prompt: "Read out all the text in view, exactly as written, from top to \
+                          bottom and left to right. If there is no text, say: No text in view."
+                .into(),
+            read_resolution: 1024,
+            repetition_penalty: 1.0,
+        }
+    }
+}
+
+/// Which speech output to use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SpeechBackend {
+    /// speech-dispatcher (what the Orca screen reader uses), through the `tts` crate.
+    #[default]
+    SpeechDispatcher,
+    /// The espeak-ng program, run directly.
+    EspeakNg,
+    /// No audio: print each utterance on standard output.
+    Log,
+}
+
+impl SpeechBackend {
+    pub fn name(self) -> &'static str {
+        match self {
+            SpeechBackend::SpeechDispatcher => "speech-dispatcher",
+            SpeechBackend::EspeakNg => "espeak-ng",
+            SpeechBackend::Log => "log",
+        }
+    }
+}
+
+/// `[speech]`: how narrations are spoken.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpeechConfig {
+    pub backend: SpeechBackend,
+    /// -100 (slowest) … 0 (the backend's normal speed) … 100 (fastest).
+    pub rate: i32,
+    /// Backend voice name; empty = the backend's default.
+    pub voice: String,
+    /// Language code such as "en"; empty = the backend's default.
+    pub language: String,
+    /// A scene narration still waiting to be spoken after this many seconds is dropped.
+    pub stale_s: f64,
+    /// Say "Looking." the moment a detail request or a question arrives.
+    pub acknowledge: bool,
+}
+
+impl Default for SpeechConfig {
+    fn default() -> Self {
+        Self {
+            backend: SpeechBackend::SpeechDispatcher,
+            rate: 0,
+            voice: String::new(),
+            language: String::new(),
+            stale_s: 10.0,
+            acknowledge: true,
+        }
+    }
+}
+
+/// `[hotkey]`: keys read passively from the keyboard (never grabbed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HotkeyConfig {
+    /// Detailed description; empty = no hotkey at all.
+    pub key: String,
+    /// Say the last narration again; empty = none.
+    pub repeat_key: String,
+    /// Pause / resume scene narration; empty = none.
+    pub pause_key: String,
+    /// What changed since the last description; empty = none.
+    pub changed_key: String,
+    /// Read the text in view; empty = none.
+    pub read_key: String,
+    /// An input device path; empty = every keyboard under /dev/input.
+    pub device: String,
+}
+
+impl Default for HotkeyConfig {
+    fn default() -> Self {
+        Self {
+            key: "KEY_F12".into(),
+            repeat_key: String::new(),
+            pause_key: String::new(),
+            changed_key: String::new(),
+            read_key: String::new(),
+            device: String::new(),
+        }
+    }
+}
+
+/// `[control]`: the local control socket used by `scenesay ctl`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// Socket path; empty = `$XDG_RUNTIME_DIR/scenesay.sock`.
+    pub socket: String,
+}
+
+/// `[log]`: the narration log (JSON lines; never any image).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub enabled: bool,
+    /// Empty = `$XDG_STATE_HOME/scenesay/narration.jsonl`.
+    pub path: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: String::new(),
+        }
+    }
+}
+
+/// One invalid value: the dotted key it belongs to and what is wrong / allowed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invalid {
+    pub key: &'static str,
+    pub message: String,
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> Invalid {
+    Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// One located problem in a configuration file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// 1-based; 0 when the problem has no place in the file.
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+    /// The offending line of the file, for display.
+    pub source_line: Option<String>,
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read the configuration: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", render_problems(path, problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+fn render_problems(path: &Path, problems: &[Problem]) -> String {
+    let mut s = String::new();
+    for (i, p) in problems.iter().enumerate() {
+        if i > 0 {
+            s.push('\n');
+        }
+        if p.line > 0 {
+            s.push_str(&format!(
+                "{}:{}:{}: {}",
+                path.display(),
+                p.line,
+                p.column,
+                p.message
+            ));
+            if let Some(l) = &p.source_line {
+                s.push_str(&format!(
+                    "\n    {l}\n    {}^",
+                    " ".repeat(p.column.saturating_sub(1))
+                ));
+            }
+        } else {
+            s.push_str(&format!("{}: {}", path.display(), p.message));
+        }
+    }
+    s
+}
+
+impl ConfigError {
+    /// The located problems (empty for a read error).
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Invalid { problems, .. } => problems,
+            ConfigError::Read { .. } => &[],
+        }
+    }
+}
+
+const MAX_RESOLUTION: u32 = 2048;
+
+fn check_resolution(key: &'static str, r: u32, out: &mut Vec<Invalid>) {
+    if r == 0 || r % 64 != 0 || r > MAX_RESOLUTION {
+        out.push(invalid(
+            key,
+            format!("resolution {r} is not allowed: use a multiple of 64 from 64 to {MAX_RESOLUTION} (256, 512 or 1024 are usual)"),
+        ));
+    }
+}
+
+fn check_tokens(key: &'static str, n: usize, out: &mut Vec<Invalid>) {
+    if n == 0 || n > 4096 {
+        out.push(invalid(
+            key,
+            format!("{n} tokens is not allowed: use 1 to 4096"),
+        ));
+    }
+}
+
+impl Config {
+    /// Reads the configuration: `explicit` if given (it must exist), else the first file of
+    /// [`search_path`] that exists, else the built-in defaults. Returns the file used.
+    pub fn load(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>), ConfigError> {
+        let path = match explicit {
+            Some(p) => Some(p.to_path_buf()),
+            None => search_path().into_iter().find(|p| p.is_file()),
+        };
+        match path {
+            None => {
+                let mut c = Config::default();
+                c.resolve_paths(None);
+                Ok((c, None))
+            }
+            Some(p) => {
+                let text = std::fs::read_to_string(&p).map_err(|source| ConfigError::Read {
+                    path: p.clone(),
+                    source,
+                })?;
+                let c = Config::from_toml(&text, &p)?;
+                Ok((c, Some(p)))
+            }
+        }
+    }
+
+    /// Parses and validates `text` (read from `path`, which is used in messages and as the base of
+    /// relative paths).
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut c: Config = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems: vec![locate(text, e.span(), e.message().trim())],
+        })?;
+        if let Err(list) = c.validate() {
+            let problems = list
+                .into_iter()
+                .map(|inv| {
+                    let span = key_span(text, inv.key);
+                    locate(text, span, &format!("`{}`: {}", inv.key, inv.message))
+                })
+                .collect();
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            });
+        }
+        let base = path
+            .parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
+            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()));
+        c.resolve_paths(base.as_deref());
+        Ok(c)
+    }
+
+    /// Checks every value's range and the combinations of values; one [`Invalid`] per problem.
+    pub fn validate(&self) -> Result<(), Vec<Invalid>> {
+        let mut out = vec![];
+        let cap = &self.capture;
+        if !(cap.fps > 0.0 && cap.fps <= 60.0) {
+            out.push(invalid(
+                "capture.fps",
+                format!("{} frames per second is not allowed: use a number above 0 and at most 60 (e.g. 2)", cap.fps),
+            ));
+        }
+        if !(16..=8192).contains(&cap.width) {
+            out.push(invalid(
+                "capture.width",
+                format!("width {} is not allowed: use 16 to 8192 pixels", cap.width),
+            ));
+        }
+        if !(16..=8192).contains(&cap.height) {
+            out.push(invalid(
+                "capture.height",
+                format!(
+                    "height {} is not allowed: use 16 to 8192 pixels",
+                    cap.height
+                ),
+            ));
+        }
+        if cap.repeat_each == 0 || cap.repeat_each > 10_000 {
+            out.push(invalid(
+                "capture.repeat_each",
+                format!("{} is not allowed: use 1 to 10000", cap.repeat_each),
+            ));
+        }
+        if matches!(cap.source, SourceKind::Images | SourceKind::Video)
+            && cap.path.trim().is_empty()
+        {
+            out.push(invalid(
+                "capture.source",
+                format!(
+                    "source = \"{}\" needs `path` in [capture]: {}",
+                    cap.source.name(),
+                    if cap.source == SourceKind::Images {
+                        "a folder of pictures, a glob such as \"~/pictures/*.jpg\", or one file"
+                    } else {
+                        "a video file"
+                    }
+                ),
+            ));
+        }
+        let sc = &self.scene;
+        check_resolution("scene.resolution", sc.resolution, &mut out);
+        if !(sc.change_threshold > 0.0 && sc.change_threshold <= 2.0) {
+            out.push(invalid(
+                "scene.change_threshold",
+                format!(
+                    "{} is not allowed: a cosine distance above 0 and at most 2 (e.g. 0.1)",
+                    sc.change_threshold
+                ),
+            ));
+        }
+        if sc.stable_frames == 0 || sc.stable_frames > 1000 {
+            out.push(invalid(
+                "scene.stable_frames",
+                format!("{} is not allowed: use 1 to 1000", sc.stable_frames),
+            ));
+        }
+        if !(sc.cooldown_s >= 0.0 && sc.cooldown_s <= 86_400.0) {
+            out.push(invalid(
+                "scene.cooldown_s",
+                format!("{} is not allowed: seconds from 0 to 86400", sc.cooldown_s),
+            ));
+        }
+        if sc.max_per_minute == 0 || sc.max_per_minute > 600 {
+            out.push(invalid(
+                "scene.max_per_minute",
+                format!("{} is not allowed: use 1 to 600", sc.max_per_minute),
+            ));
+        }
+        if !(sc.settle_s > 0.0 && sc.settle_s <= 86_400.0) {
+            out.push(invalid(
+                "scene.settle_s",
+                format!(
+                    "{} is not allowed: seconds above 0, at most 86400",
+                    sc.settle_s
+                ),
+            ));
+        }
+        if !(0.0..=1.0).contains(&sc.repeat_similarity) {
+            out.push(invalid(
+                "scene.repeat_similarity",
+                format!(
+                    "{} is not allowed: 0 (off) to 1 (only the very same words); 0.7 is usual",
+                    sc.repeat_similarity
+                ),
+            ));
+        }
+        let d = &self.describe;
+        for (key, prompt) in [
+            ("describe.scene_prompt", &d.scene_prompt),
+            ("describe.brief_prompt", &d.brief_prompt),
+            ("describe.detail_prompt", &d.detail_prompt),
+            ("describe.changed_prompt", &d.changed_prompt),
+            ("describe.read_prompt", &d.read_prompt),
+        ] {
+            if prompt.trim().is_empty() {
+                out.push(invalid(key, "the prompt is empty"));
+            }
+        }
+        if !d.changed_prompt.trim().is_empty() && !d.changed_prompt.contains(PREVIOUS) {
+            out.push(invalid(
+                "describe.changed_prompt",
+                format!("the prompt must contain {PREVIOUS}, where the last description said goes"),
+            ));
+        }
+        check_tokens("describe.scene_max_tokens", d.scene_max_tokens, &mut out);
+        check_tokens("describe.brief_max_tokens", d.brief_max_tokens, &mut out);
+        check_tokens("describe.detail_max_tokens", d.detail_max_tokens, &mut out);
+        check_resolution("describe.detail_resolution", d.detail_resolution, &mut out);
+        check_resolution("describe.read_resolution", d.read_resolution, &mut out);
+        if !(d.repetition_penalty > 0.0 && d.repetition_penalty <= 10.0) {
+            out.push(invalid(
+                "describe.repetition_penalty",
+                format!(
+                    "{} is not allowed: above 0 and at most 10 (1.0 = off, 1.1 = mild)",
+                    d.repetition_penalty
+                ),
+            ));
+        }
+        let s = &self.speech;
+        if !(-100..=100).contains(&s.rate) {
+            out.push(invalid(
+                "speech.rate",
+                format!(
+                    "{} is not allowed: -100 (slowest) to 100 (fastest), 0 = normal",
+                    s.rate
+                ),
+            ));
+        }
+        if !(s.stale_s > 0.0 && s.stale_s <= 3600.0) {
+            out.push(invalid(
+                "speech.stale_s",
+                format!(
+                    "{} is not allowed: seconds above 0, at most 3600",
+                    s.stale_s
+                ),
+            ));
+        }
+        if s.voice.starts_with('-') || s.language.starts_with('-') {
+            let key = if s.voice.starts_with('-') {
+                "speech.voice"
+            } else {
+                "speech.language"
+            };
+            out.push(invalid(key, "must not start with '-'"));
+        }
+        let h = &self.hotkey;
+        for (key, value) in [
+            ("hotkey.key", &h.key),
+            ("hotkey.repeat_key", &h.repeat_key),
+            ("hotkey.pause_key", &h.pause_key),
+            ("hotkey.changed_key", &h.changed_key),
+            ("hotkey.read_key", &h.read_key),
+        ] {
+            if !value.trim().is_empty() {
+                if let Err(e) = crate::control::hotkey::Combo::parse(value) {
+                    out.push(invalid(key, e.to_string()));
+                }
+            }
+        }
+        let g = &self.guards;
+        for (key, v, max) in [
+            ("guards.dark_mean", g.dark_mean, 255.0),
+            ("guards.covered_std", g.covered_std, 255.0),
+            ("guards.covered_max_mean", g.covered_max_mean, 255.0),
+            ("guards.overexposed_fraction", g.overexposed_fraction, 1.0),
+            ("guards.blur_sharpness", g.blur_sharpness, 100_000.0),
+        ] {
+            if !(0.0..=max).contains(&v) {
+                out.push(invalid(
+                    key,
+                    format!("{v} is not allowed: use 0 to {max} (0 turns this check off)"),
+                ));
+            }
+        }
+        if g.hold_frames == 0 || g.hold_frames > 1000 {
+            out.push(invalid(
+                "guards.hold_frames",
+                format!("{} is not allowed: use 1 to 1000", g.hold_frames),
+            ));
+        }
+        if out.is_empty() {
+            Ok(())
+        } else {
+            Err(out)
+        }
+    }
+
+    /// Expands `~/` and makes relative paths relative to `base` (the configuration's folder).
+    pub fn resolve_paths(&mut self, base: Option<&Path>) {
+        for p in [
+            &mut self.model.path,
+            &mut self.capture.path,
+            &mut self.control.socket,
+            &mut self.log.path,
+            &mut self.hotkey.device,
+        ] {
+            *p = resolve_path(p, base);
+        }
+        if let CameraDevice::Path(p) = &mut self.capture.device {
+            *p = resolve_path(p, base);
+        }
+    }
+
+    /// The configured model directory (`[model] path`), if any. Commands resolve the model with
+    /// [`crate::model_store::resolve_model`]: `--model` / `$SCENESAY_MODEL` first, then this, then
+    /// apple/FastVLM-0.5B from the Hugging Face cache.
+    pub fn model_dir(&self) -> Option<PathBuf> {
+        (!self.model.path.is_empty()).then(|| PathBuf::from(&self.model.path))
+    }
+
+    /// The control socket path: `[control] socket`, else `$XDG_RUNTIME_DIR/scenesay.sock`, else a
+    /// private folder under /tmp.
+    pub fn socket_path(&self) -> PathBuf {
+        if !self.control.socket.is_empty() {
+            return PathBuf::from(&self.control.socket);
+        }
+        match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+            Some(d) => PathBuf::from(d).join("scenesay.sock"),
+            None => private_tmp_dir().join("scenesay.sock"),
+        }
+    }
+
+    /// The narration log path, or `None` when the log is off.
+    pub fn log_path(&self) -> Option<PathBuf> {
+        if !self.log.enabled {
+            return None;
+        }
+        if !self.log.path.is_empty() {
+            return Some(PathBuf::from(&self.log.path));
+        }
+        Some(match xdg_dir("XDG_STATE_HOME", ".local/state") {
+            Some(d) => d.join("scenesay/narration.jsonl"),
+            None => private_tmp_dir().join("narration.jsonl"),
+        })
+    }
+}
+
+/// `/tmp/scenesay-UID`: used when neither `XDG_RUNTIME_DIR` nor `HOME` is set.
+pub fn private_tmp_dir() -> PathBuf {
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    std::env::temp_dir().join(format!("scenesay-{uid}"))
+}
+
+fn home() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// An XDG base directory: `$VAR`, else `$HOME/fallback`.
+fn xdg_dir(var: &str, fallback: &str) -> Option<PathBuf> {
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| home().map(|h| h.join(fallback)))
+}
+
+fn resolve_path(p: &str, base: Option<&Path>) -> String {
+    if p.is_empty() {
+        return String::new();
+    }
+    let expanded = if p == "~" {
+        home()
+    } else if let Some(rest) = p.strip_prefix("~/") {
+        home().map(|h| h.join(rest))
+    } else {
+        None
+    };
+    let path = expanded.unwrap_or_else(|| PathBuf::from(p));
+    let path = match base {
+        Some(b) if path.is_relative() => b.join(path),
+        _ => path,
+    };
+    path.to_string_lossy().into_owned()
+}
+
+/// The byte span of the value of a dotted key (`scene.stable_frames`) in a TOML text, falling back
+/// to the key, then to its table.
+pub fn key_span(text: &str, dotted: &str) -> Option<Range<usize>> {
+    let doc = toml_edit::ImDocument::parse(text).ok()?;
+    let mut table: &dyn toml_edit::TableLike = doc.as_table();
+    let mut parts = dotted.split('.').peekable();
+    let mut best = None;
+    while let Some(part) = parts.next() {
+        let (key, item) = table.get_key_value(part)?;
+        let span = item.span().or_else(|| key.span());
+        if span.is_some() {
+            best = span;
+        }
+        if parts.peek().is_none() {
+            return best;
+        }
+        table = item.as_table_like()?;
+    }
+    best
+}
+
+/// Turns a byte span into a 1-based line and column (columns count characters).
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..floor_char_boundary(text, offset)];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn locate(text: &str, span: Option<Range<usize>>, message: &str) -> Problem {
+    match span {
+        Some(r) => {
+            let (line, column) = line_col(text, r.start);
+            Problem {
+                line,
+                column,
+                message: message.to_string(),
+                source_line: text.lines().nth(line - 1).map(|l| l.to_string()),
+            }
+        }
+        None => Problem {
+            line: 0,
+            column: 0,
+            message: message.to_string(),
+            source_line: None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("/etc/scenesay/config.toml"))
+    }
+
+    fn only_problem(text: &str) -> Problem {
+        let e = parse(text).unwrap_err();
+        let p = e.problems();
+        assert_eq!(p.len(), 1, "{e}");
+        p[0].clone()
+    }
+
+    #[test]
+    fn empty_file_gives_the_defaults() {
+        let c = parse("").unwrap();
+        let mut d = Config::default();
+        d.resolve_paths(Some(Path::new("/etc/scenesay")));
+        assert_eq!(c, d);
+        assert_eq!(c.scene.resolution, 256);
+        assert_eq!(c.describe.detail_resolution, 1024);
+        assert_eq!(c.speech.backend, SpeechBackend::SpeechDispatcher);
+        assert_eq!(c.hotkey.key, "KEY_F12");
+    }
+
+    #[test]
+    fn unknown_key_is_located_and_lists_the_allowed_keys() {
+        let p = only_problem("[scene]\nresolution = 256\nthreshold = 0.2\n");
+        assert_eq!((p.line, p.column), (3, 1));
+        assert!(
+            p.message.contains("unknown field `threshold`"),
+            "{}",
+            p.message
+        );
+        assert!(p.message.contains("change_threshold"), "{}", p.message);
+    }
+
+    #[test]
+    fn unknown_section_is_located() {
+        let p = only_problem("[model]\npath = \"x\"\n\n[cammera]\nfps = 1\n");
+        assert_eq!(p.line, 4, "{p:?}");
+        assert!(
+            p.message.contains("unknown field `cammera`"),
+            "{}",
+            p.message
+        );
+    }
+
+    #[test]
+    fn bad_enum_value_names_the_choices() {
+        let p = only_problem("[speech]\nbackend = \"festival\"\n");
+        assert_eq!((p.line, p.column), (2, 11));
+        for b in ["speech-dispatcher", "espeak-ng", "log"] {
+            assert!(p.message.contains(b), "{}", p.message);
+        }
+    }
+
+    #[test]
+    fn wrong_type_is_located() {
+        let p = only_problem("[capture]\nfps = \"fast\"\n");
+        assert_eq!((p.line, p.column), (2, 7));
+        assert!(p.message.contains("invalid type"), "{}", p.message);
+    }
+
+    #[test]
+    fn out_of_range_values_are_located_at_the_value() {
+        let e = parse("[scene]\nresolution = 300\nstable_frames = 0\n\n[speech]\nrate = 500\n")
+            .unwrap_err();
+        let p = e.problems();
+        assert_eq!(p.len(), 3, "{e}");
+        assert_eq!((p[0].line, p[0].column), (2, 14));
+        assert!(p[0].message.contains("multiple of 64"), "{}", p[0].message);
+        assert_eq!((p[1].line, p[1].column), (3, 17));
+        assert_eq!((p[2].line, p[2].column), (6, 8));
+        assert!(p[2].message.contains("-100"), "{}", p[2].message);
+        let shown = e.to_string();
+        assert!(
+            shown.starts_with("/etc/scenesay/config.toml:2:14: `scene.resolution`"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("    resolution = 300\n                 ^"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn missing_path_for_images_points_at_the_source() {
+        let p = only_problem("[capture]\nsource = \"images\"\n");
+        assert_eq!((p.line, p.column), (2, 10));
+        assert!(p.message.contains("needs `path`"), "{}", p.message);
+    }
+
+    #[test]
+    fn bad_hotkey_is_located() {
+        let p = only_problem("[hotkey]\nkey = \"KEY_LEFTMETA+KEY_DD\"\n");
+        assert_eq!(p.line, 2);
+        assert!(p.message.contains("KEY_DD"), "{}", p.message);
+    }
+
+    #[test]
+    fn inline_tables_and_dotted_keys_are_located_too() {
+        let p = only_problem("scene = { resolution = 100 }\n");
+        assert_eq!((p.line, p.column), (1, 24));
+        let p = only_problem("scene.cooldown_s = -1\n");
+        assert_eq!((p.line, p.column), (1, 20));
+    }
+
+    #[test]
+    fn camera_device_is_an_index_or_a_path() {
+        let c = parse("[capture]\ndevice = 2\n").unwrap();
+        assert_eq!(c.capture.device, CameraDevice::Index(2));
+        let c = parse("[capture]\ndevice = \"/dev/video3\"\n").unwrap();
+        assert_eq!(c.capture.device, CameraDevice::Path("/dev/video3".into()));
+        let c = parse("[capture]\ndevice = \"1\"\n").unwrap();
+        assert_eq!(c.capture.device, CameraDevice::Index(1));
+        let p = only_problem("[capture]\ndevice = -1\n");
+        assert_eq!(p.line, 2);
+        assert!(p.message.contains("out of range"), "{}", p.message);
+        let p = only_problem("[capture]\ndevice = 1.5\n");
+        assert!(p.message.contains("camera index"), "{}", p.message);
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let c = Config::from_toml(
+            "[model]\npath = \"demo-model\"\n[capture]\nsource = \"images\"\npath = \"/abs/frames\"\n",
+            Path::new("/nonexistent/dir/demo.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.model.path, "/nonexistent/dir/demo-model");
+        assert_eq!(c.capture.path, "/abs/frames");
+        assert_eq!(
+            c.model_dir(),
+            Some(PathBuf::from("/nonexistent/dir/demo-model"))
+        );
+    }
+
+    #[test]
+    fn narration_policy_keys_are_checked_and_located() {
+        let e = parse(
+            "[scene]\nmax_per_minute = 0\nrepeat_similarity = 1.5\n\n[describe]\nchanged_prompt = \"What changed?\"\n\n[guards]\ndark_mean = 300\nhold_frames = 0\n",
+        )
+        .unwrap_err();
+        let p = e.problems();
+        assert_eq!(p.len(), 5, "{e}");
+        let at: Vec<(usize, &str)> = p
+            .iter()
+            .map(|p| (p.line, p.message.split('`').nth(1).unwrap()))
+            .collect();
+        assert_eq!(
+            at,
+            [
+                (2, "scene.max_per_minute"),
+                (3, "scene.repeat_similarity"),
+                (6, "describe.changed_prompt"),
+                (9, "guards.dark_mean"),
+                (10, "guards.hold_frames"),
+            ]
+        );
+        assert!(p[2].message.contains("{previous}"), "{}", p[2].message);
+        let p = only_problem("[guards]\ndark = 10\n");
+        assert_eq!((p.line, p.column), (2, 1));
+        assert!(p.message.contains("dark_mean"), "{}", p.message);
+        let p = only_problem("[hotkey]\nread_key = \"KEY_NOPE\"\n");
+        assert!(p.message.contains("KEY_NOPE"), "{}", p.message);
+        let c = parse(
+            "[scene]\nsettle_detail = true\nrepeat_similarity = 0\n[guards]\nenabled = false\n",
+        )
+        .unwrap();
+        assert!(c.scene.settle_detail && !c.guards.enabled);
+    }
+
+    #[test]
+    fn line_col_counts_characters() {
+        assert_eq!(line_col("ab\ncé d", 7), (2, 4));
+        assert_eq!(line_col("", 0), (1, 1));
+    }
+
+    #[test]
+    fn explicit_missing_file_is_a_read_error() {
+        let e = Config::load(Some(Path::new("/nonexistent/scenesay.toml"))).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }));
+        assert!(e.to_string().contains("/nonexistent/scenesay.toml"));
+    }
+}

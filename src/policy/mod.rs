@@ -1,0 +1,17 @@
+//! Pure narration decisions, free of threads, clocks and devices: time and inputs are passed in,
+//! decisions come out, so every rule is tested exhaustively (as a script → transcript where it
+//! has a sequence).
+//!
+//! - [`narrator`]: the scene narration policy, composed of the three below: per frame, what to say.
+//! - [`scene`]: has the view changed enough, for long enough, to narrate it, and how fully?
+//! - [`guard`]: is the view too dark, covered, overexposed or blurred to describe?
+//! - [`dedup`]: does a new description say essentially the same as the last one?
+//! - [`phrasing`]: wording fixes ("The image shows …" → "…").
+//! - [`speech`]: what to say now, what to cut short, queue or drop.
+
+pub mod dedup;
+pub mod guard;
+pub mod narrator;
+pub mod phrasing;
+pub mod scene;
+pub mod speech;

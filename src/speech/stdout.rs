@@ -1,0 +1,30 @@
+//! The `log` speech backend: prints each utterance on standard output as `[kind] text`, for demos,
+//! tests and machines without audio. Always available.
+
+use std::io::Write;
+
+use super::{SpeechError, SpeechSink};
+use crate::narration::Kind;
+
+pub struct Stdout;
+
+impl SpeechSink for Stdout {
+    fn name(&self) -> &'static str {
+        "log"
+    }
+
+    fn speak(&mut self, text: &str, kind: Kind) -> Result<(), SpeechError> {
+        let mut o = std::io::stdout().lock();
+        // a closed stdout must not stop narration: the narration log still records everything
+        let _ = writeln!(o, "[{}] {text}", kind.name()).and_then(|_| o.flush());
+        Ok(())
+    }
+
+    fn stop(&mut self) -> Result<(), SpeechError> {
+        Ok(())
+    }
+
+    fn is_speaking(&mut self) -> Result<bool, SpeechError> {
+        Ok(false)
+    }
+}

@@ -1,0 +1,168 @@
+//! Shared daemon state read by `scenesay ctl status`, STATUS= and the watchdog: the daemon clock,
+//! frame counters (atomics), and a few small facts behind one short-held lock. Only the thread
+//! that owns a fact writes it.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::control::protocol::{FrameCounts, LastNarration, RecentLatency, StatusReport};
+
+/// Time since the daemon started: the clock of every policy decision.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    start: Instant,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        Self {
+            start: Instant::now(),
+        }
+    }
+
+    pub fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// `t` on this clock.
+    pub fn at(&self, t: Instant) -> Duration {
+        t.saturating_duration_since(self.start)
+    }
+}
+
+const RECENT: usize = 10;
+
+#[derive(Debug, Default)]
+struct Facts {
+    state: String,
+    source: String,
+    source_state: String,
+    speech_backend: String,
+    last: Option<LastNarration>,
+    latencies: VecDeque<RecentLatency>,
+}
+
+/// Counters and facts shared by the daemon's threads.
+#[derive(Debug)]
+pub struct Stats {
+    pub clock: Clock,
+    pub captured: AtomicU64,
+    pub watched: AtomicU64,
+    pub described: AtomicU64,
+    pub dropped: AtomicU64,
+    pub paused: AtomicBool,
+    /// Worker progress (milliseconds on the daemon clock), for the watchdog.
+    heartbeat_ms: AtomicU64,
+    facts: Mutex<Facts>,
+}
+
+impl Stats {
+    pub fn new(clock: Clock) -> Self {
+        Self {
+            clock,
+            captured: AtomicU64::new(0),
+            watched: AtomicU64::new(0),
+            described: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            paused: AtomicBool::new(false),
+            heartbeat_ms: AtomicU64::new(0),
+            facts: Mutex::new(Facts {
+                state: "starting".into(),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn facts(&self) -> std::sync::MutexGuard<'_, Facts> {
+        // a panic elsewhere must not take status down with it
+        self.facts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The worker is alive and making progress.
+    pub fn beat(&self) {
+        self.heartbeat_ms
+            .store(self.clock.now().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Time since the worker last made progress.
+    pub fn since_beat(&self) -> Duration {
+        self.clock.now().saturating_sub(Duration::from_millis(
+            self.heartbeat_ms.load(Ordering::Relaxed),
+        ))
+    }
+
+    pub fn set_state(&self, s: &str) {
+        self.facts().state = s.to_string();
+    }
+
+    pub fn set_source(&self, name: &str, state: &str) {
+        let mut f = self.facts();
+        f.source = name.to_string();
+        f.source_state = state.to_string();
+    }
+
+    pub fn set_speech_backend(&self, name: &str) {
+        self.facts().speech_backend = name.to_string();
+    }
+
+    /// A narration was heard (fully or in part).
+    pub fn heard(&self, last: LastNarration, latency: RecentLatency) {
+        let mut f = self.facts();
+        f.last = Some(last);
+        if f.latencies.len() == RECENT {
+            f.latencies.pop_front();
+        }
+        f.latencies.push_back(latency);
+    }
+
+    pub fn report(&self) -> StatusReport {
+        let f = self.facts();
+        let paused = self.paused.load(Ordering::Relaxed);
+        StatusReport {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_s: (self.clock.now().as_secs_f64() * 10.0).round() / 10.0,
+            state: if paused && f.state == "watching" {
+                "paused".to_string()
+            } else {
+                f.state.clone()
+            },
+            paused,
+            source: f.source.clone(),
+            source_state: f.source_state.clone(),
+            speech_backend: f.speech_backend.clone(),
+            frames: FrameCounts {
+                captured: self.captured.load(Ordering::Relaxed),
+                watched: self.watched.load(Ordering::Relaxed),
+                described: self.described.load(Ordering::Relaxed),
+                dropped: self.dropped.load(Ordering::Relaxed),
+            },
+            last_narration: f.last.clone(),
+            recent_latencies: f.latencies.iter().cloned().collect(),
+        }
+    }
+
+    /// One line for systemd's STATUS=.
+    pub fn summary(&self) -> String {
+        let r = self.report();
+        let mut s = format!(
+            "{}; {} frames, {} described, {} dropped",
+            r.state, r.frames.captured, r.frames.described, r.frames.dropped
+        );
+        if r.source_state != "running" && !r.source_state.is_empty() {
+            s.push_str(&format!("; {}: {}", r.source, r.source_state));
+        }
+        s
+    }
+}
