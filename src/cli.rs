@@ -27,6 +27,13 @@ pub enum Command {
     Describe(commands::describe::Args),
     /// Write an image's features, projector output and scene embedding to a safetensors file.
     Embed(commands::embed::Args),
+    /// Time every stage of the model (preprocess, vision encoder, projector, prefill, first token,
+    /// decode) and report medians, encoder GFLOP/s and peak memory. Set the thread count with the
+    /// global --threads option.
+    Bench(commands::bench::Args),
+    /// Write a copy of a checkpoint with its language model quantized to 8 or 4 bits (GGUF), which
+    /// every command loads like any other model directory.
+    Quantize(commands::quantize::Args),
     /// Get a FastVLM checkpoint (`model fetch`) and see which ones are here (`model list`).
     Model(commands::model::Args),
     /// Describe every image under files and folders: one JSON line per image, resumable.
@@ -50,6 +57,8 @@ impl Command {
         match self {
             Command::Describe(a) => commands::describe::run(a),
             Command::Embed(a) => commands::embed::run(a),
+            Command::Bench(a) => commands::bench::run(a),
+            Command::Quantize(a) => commands::quantize::run(a),
             Command::Model(a) => commands::model::run(a),
             Command::Batch(a) => commands::batch::run(a),
             Command::Search(a) => commands::search::run(a),

@@ -448,7 +448,7 @@ impl ConfigError {
 const MAX_RESOLUTION: u32 = 2048;
 
 fn check_resolution(key: &'static str, r: u32, out: &mut Vec<Invalid>) {
-    if r == 0 || r % 64 != 0 || r > MAX_RESOLUTION {
+    if r == 0 || !r.is_multiple_of(64) || r > MAX_RESOLUTION {
         out.push(invalid(
             key,
             format!("resolution {r} is not allowed: use a multiple of 64 from 64 to {MAX_RESOLUTION} (256, 512 or 1024 are usual)"),

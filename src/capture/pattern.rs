@@ -41,7 +41,7 @@ impl TestPattern {
             0 => Rgb(BARS[(x * 7 / width.max(1)) as usize % 7]),
             1 => {
                 let cell = (width.min(height) / 8).max(1);
-                if ((x / cell) + (y / cell)) % 2 == 0 {
+                if ((x / cell) + (y / cell)).is_multiple_of(2) {
                     Rgb([235, 235, 235])
                 } else {
                     Rgb([20, 20, 20])

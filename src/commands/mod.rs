@@ -1,6 +1,7 @@
 //! One module per subcommand: its clap arguments and its `run` function.
 
 pub mod batch;
+pub mod bench;
 pub mod check;
 pub mod ctl;
 pub mod describe;
@@ -8,5 +9,6 @@ pub mod embed;
 pub mod model;
 pub mod model_args;
 pub mod narrate;
+pub mod quantize;
 pub mod run;
 pub mod search;

@@ -7,11 +7,13 @@
 
 pub mod config;
 pub mod generate;
-// index loops here mirror the reference arithmetic (clippy 1.95 flags them)
+// index loops over arrays of vector registers / the reference arithmetic read best as they are
 #[allow(clippy::needless_range_loop)]
 pub mod kernels;
+pub mod linear;
 pub mod preprocess;
 pub mod prompt;
+pub mod quantize;
 pub mod qwen2;
 pub mod tokenizer;
 #[allow(clippy::needless_range_loop)]
@@ -27,14 +29,13 @@ use image::RgbImage;
 
 pub use config::{FastVlmConfig, Layout};
 pub use generate::{GenerationParams, Sampling};
-pub use vision::FeatureMap;
+pub use vision::{FastViTHD, FeatureMap, Nhwc};
 
 use crate::describer::{DescribeRequest, Describer, Description, Timings};
 use generate::Sampler;
 use prompt::PromptIds;
 use qwen2::Qwen2;
 use tokenizer::{TextTokenizer, TokenStream};
-use vision::FastViTHD;
 use weights::Checkpoint;
 
 /// Everything that can go wrong loading or running the model. Messages name the file, the tensor
@@ -104,6 +105,14 @@ impl Precision {
             Precision::F32 => DType::F32,
             Precision::Bf16 => DType::BF16,
             Precision::F16 => DType::F16,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
         }
     }
 }
@@ -187,6 +196,7 @@ pub struct FastVlm {
     projector: Projector,
     llm: Qwen2,
     tokenizer: Option<TextTokenizer>,
+    precision: Precision,
     /// Decoding settings used by the [`Describer`] implementation (the daemon).
     pub describe_params: GenerationParams,
 }
@@ -230,11 +240,23 @@ impl FastVlm {
             projector,
             llm,
             tokenizer,
+            precision,
             describe_params: GenerationParams {
                 max_tokens: 64,
                 ..Default::default()
             },
         })
+    }
+
+    /// The language model's weight precision as loaded.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// How the language model's weights are held: `f32`, `bf16`, `f16`, or the quantized formats
+    /// (`q8_0`, `q4_0+q4k`, …).
+    pub fn precision_name(&self) -> String {
+        self.llm.weights_name()
     }
 
     pub fn tokenizer(&self) -> Option<&TextTokenizer> {
@@ -255,7 +277,7 @@ impl FastVlm {
     /// Checks that `resolution` is usable by this encoder.
     pub fn check_resolution(&self, resolution: u32) -> Result<(), ModelError> {
         let s = self.config.vision.stride() as u32;
-        if resolution == 0 || resolution % s != 0 {
+        if resolution == 0 || !resolution.is_multiple_of(s) {
             return Err(ModelError::Other(format!(
                 "resolution {resolution} is not a positive multiple of {s} (try 256, 512 or 1024)"
             )));
@@ -278,16 +300,33 @@ impl FastVlm {
         self.vision.forward_with(pixels, tap)
     }
 
+    /// The vision encoder (for profiling and tests that need its NHWC interface).
+    pub fn vision(&self) -> &FastViTHD {
+        &self.vision
+    }
+
+    /// The vision encoder alone: `[3, R, R]` pixels → `[C, R/64, R/64]` features.
+    pub fn vision_forward(&self, pixels: &FeatureMap) -> Result<FeatureMap, ModelError> {
+        self.vision.forward(pixels)
+    }
+
     /// Preprocessed pixels → encoder output, image features and projector output.
     pub fn encode_pixels(&self, pixels: &FeatureMap) -> Result<ImageEncoding, ModelError> {
-        let features_nchw = self.vision.forward(pixels)?;
-        let image_features = self.features_to_tokens(&features_nchw)?;
+        let tokens = self.vision.forward_nhwc(pixels, &mut |_, _| {})?;
+        let features_nchw = tokens.to_feature_map();
+        let image_features = self.tokens_tensor(tokens)?;
         let projected = self.projector.forward(&image_features)?;
         Ok(ImageEncoding {
             features_nchw,
             image_features,
             projected,
         })
+    }
+
+    /// The encoder's NHWC output as the `[h·w, C]` image-feature tensor (no copy).
+    pub fn tokens_tensor(&self, tokens: Nhwc) -> Result<Tensor, ModelError> {
+        let (n, c) = (tokens.hw(), tokens.c);
+        Ok(Tensor::from_vec(tokens.data, (n, c), &Device::Cpu)?)
     }
 
     /// Encoder output `[C, h, w]` → `[h·w, C]` tensor.
@@ -344,7 +383,7 @@ impl FastVlm {
 
     /// Embeddings of token ids `[1, T, H]`.
     pub fn token_embeds(&self, ids: &[u32]) -> Result<Tensor, ModelError> {
-        Ok(self.llm.embed(ids)?)
+        self.llm.embed(ids)
     }
 
     /// Runs the LLM over `embeds` from an empty cache; returns the final hidden states `[1, T, H]`,
@@ -356,6 +395,12 @@ impl FastVlm {
     ) -> Result<Tensor, ModelError> {
         self.llm.clear_kv_cache();
         self.llm.forward_embeds_with(embeds, tap)
+    }
+
+    /// Runs the LLM over `embeds` from an empty cache; returns the final hidden states `[1, T, H]`.
+    pub fn prefill(&mut self, embeds: &Tensor) -> Result<Tensor, ModelError> {
+        self.llm.clear_kv_cache();
+        self.llm.forward_embeds(embeds)
     }
 
     /// Appends embeddings to the cached sequence; returns their final hidden states.
@@ -396,7 +441,7 @@ impl FastVlm {
         let embeds = self.input_embeds(&prompt, &enc.projected)?;
         let prompt_tokens = embeds.dim(1)?;
         let t2 = Instant::now();
-        let hidden = self.prefill_with(&embeds, |_, _| {})?;
+        let hidden = self.prefill(&embeds)?;
         let mut logits = self.last_logits(&hidden)?;
         let prefill_ms = ms(t2);
         let eos = self.config.text.eos_token_ids.clone();

@@ -1,13 +1,18 @@
 //! FastViTHD, the FastVLM image encoder (Vasu et al., "FastVLM", CVPR 2025; timm `fastvit.py`,
 //! `fastvit_mci3`, and apple/ml-fastvlm `mobileclip/mci.py`), in its reparameterised inference form.
 //!
-//! One struct per checkpoint module, named as in timm. Activations are single images in NCHW `f32`
-//! ([`FeatureMap`]); convolutions run on the direct kernels of [`super::kernels`], matrix products
-//! on candle's GEMM. The encoder always computes in `f32` whatever the LLM's dtype: its weights are
-//! small and the CPU has no fast half-precision arithmetic.
+//! One struct per checkpoint module, named as in timm. The public interface takes and returns NCHW
+//! [`FeatureMap`]s; inside, activations are NHWC ([`Nhwc`]) so depthwise convolutions vectorise over
+//! channels and every 1×1 convolution is one GEMM on pre-packed weights with its bias, GELU or
+//! layer-scaled residual fused into the store (see [`super::kernels`]). BatchNorm is folded into the
+//! preceding convolution at load. The encoder always computes in `f32` whatever the LLM's dtype.
+
+use std::sync::Mutex;
 
 use super::config::{Layout, Mixer, VisionConfig};
-use super::kernels;
+use super::kernels::conv::{self, DwWeights};
+use super::kernels::gemm::{self, gemm, Act, Epilogue, PackedB, Residual};
+use super::kernels::{attention, conv_out};
 use super::weights::Checkpoint;
 use super::ModelError;
 
@@ -168,193 +173,247 @@ impl VisionNames {
     }
 }
 
-/// How a convolution's input channels connect to its outputs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ConvKind {
-    /// `groups = 1`, k > 1 (the stem's first conv).
-    Dense,
-    /// `groups = 1`, k = 1.
-    Pointwise,
-    /// `groups = c_in`; `mult` outputs per input channel.
-    Depthwise { mult: usize },
+/// One image's activations inside the encoder: `[h, w, c]` (NHWC), row-major, `f32`. Channels are
+/// contiguous, so depthwise convolutions vectorise over them and 1×1 convolutions are plain GEMMs
+/// over the pixel rows; the row-major flatten FastVLM feeds its projector is this layout as is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Nhwc {
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    pub data: Vec<f32>,
 }
 
-/// A plain convolution with zero padding `k / 2`.
-#[derive(Debug, Clone)]
-pub struct Conv2d {
-    weight: Vec<f32>,
-    bias: Option<Vec<f32>>,
+impl Nhwc {
+    pub fn hw(&self) -> usize {
+        self.h * self.w
+    }
+
+    /// The same activations as an NCHW [`FeatureMap`].
+    pub fn to_feature_map(&self) -> FeatureMap {
+        FeatureMap::new(
+            self.c,
+            self.h,
+            self.w,
+            conv::nhwc_to_nchw(&self.data, self.hw(), self.c),
+        )
+    }
+}
+
+/// Buffers reused from one layer (and one call) to the next, so large activations are not
+/// allocated, page-faulted and zeroed afresh every time.
+#[derive(Debug, Default)]
+struct Pool {
+    /// Each buffer with the length up to which it has ever been initialised.
+    free: Vec<(Vec<f32>, usize)>,
+    /// Buffers handed out: (address, capacity, initialised length), to restore that length when
+    /// the same allocation comes back.
+    lent: Vec<(usize, usize, usize)>,
+}
+
+impl Pool {
+    /// A buffer of `len` floats (contents unspecified: every kernel overwrites its output).
+    fn take(&mut self, len: usize) -> Vec<f32> {
+        let fits = |(v, _): &(Vec<f32>, usize)| v.capacity() >= len;
+        let best = self
+            .free
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| fits(e))
+            .min_by_key(|(_, (v, _))| v.capacity())
+            .or_else(|| {
+                self.free
+                    .iter()
+                    .enumerate()
+                    .max_by_key(|(_, (v, _))| v.capacity())
+            })
+            .map(|(i, _)| i);
+        let (mut v, init) = best.map(|i| self.free.swap_remove(i)).unwrap_or_default();
+        if init >= len {
+            // SAFETY: the first `init` elements were initialised when the buffer last held them
+            // (truncating a Vec does not de-initialise its memory), and f32 has no drop glue.
+            unsafe { v.set_len(len) };
+        } else {
+            // SAFETY: as above for the first `init` elements; the rest is zero-filled by resize.
+            unsafe { v.set_len(init.min(v.capacity())) };
+            v.resize(len, 0.0);
+        }
+        self.lent
+            .push((v.as_ptr() as usize, v.capacity(), init.max(len)));
+        v
+    }
+
+    fn put(&mut self, v: Vec<f32>) {
+        let key = (v.as_ptr() as usize, v.capacity());
+        let init = match self.lent.iter().position(|&(p, c, _)| (p, c) == key) {
+            // same allocation as lent out: everything initialised then is still initialised
+            Some(i) => self.lent.swap_remove(i).2.max(v.len()),
+            None => v.len(),
+        };
+        self.free.push((v, init));
+    }
+}
+
+/// Loads a convolution weight `[c_out, c_in / groups, k, k]` (+ bias) as f32.
+#[allow(clippy::too_many_arguments)]
+fn load_conv(
+    ck: &Checkpoint,
+    name: &str,
     c_in: usize,
     c_out: usize,
     k: usize,
-    stride: usize,
-    kind: ConvKind,
+    groups: usize,
+    bias: bool,
+) -> Result<(Vec<f32>, Option<Vec<f32>>), ModelError> {
+    let weight = ck.get_f32(&format!("{name}.weight"), &[c_out, c_in / groups, k, k])?;
+    let bias = if bias {
+        Some(ck.get_f32(&format!("{name}.bias"), &[c_out])?)
+    } else {
+        None
+    };
+    Ok((weight, bias))
 }
 
-impl Conv2d {
-    /// Loads `{name}.weight` `[c_out, c_in / groups, k, k]` (+ `{name}.bias` when `bias`).
+/// A 1×1 convolution / linear layer: weights packed for the GEMM.
+#[derive(Debug)]
+struct Pointwise {
+    packed: PackedB<f32>,
+    bias: Option<Vec<f32>>,
+}
+
+impl Pointwise {
+    fn load(ck: &Checkpoint, name: &str, c_in: usize, c_out: usize) -> Result<Self, ModelError> {
+        let (w, bias) = load_conv(ck, name, c_in, c_out, 1, 1, true)?;
+        Ok(Self::new(&w, bias, c_in, c_out))
+    }
+
+    fn new(w: &[f32], bias: Option<Vec<f32>>, c_in: usize, c_out: usize) -> Self {
+        Self {
+            packed: PackedB::from_out_in(w, c_out, c_in, |v| v),
+            bias,
+        }
+    }
+
+    fn c_out(&self) -> usize {
+        self.packed.n()
+    }
+
+    /// `act(x · Wᵀ + b)` into a new buffer.
+    fn forward(&self, x: &Nhwc, act: Act, pool: &mut Pool) -> Nhwc {
+        let n = self.c_out();
+        let mut out = pool.take(x.hw() * n);
+        gemm(
+            &x.data,
+            x.c,
+            x.hw(),
+            &self.packed,
+            &mut out,
+            n,
+            Epilogue::bias(self.bias.as_deref()).with_act(act),
+            true,
+        );
+        Nhwc {
+            h: x.h,
+            w: x.w,
+            c: n,
+            data: out,
+        }
+    }
+
+    /// `y += scale ⊙ (x · Wᵀ + b)` in place (the layer-scale residual).
+    fn forward_residual(&self, x: &Nhwc, scale: &[f32], y: &mut Nhwc) {
+        assert_eq!((y.hw(), y.c), (x.hw(), self.c_out()), "residual shape");
+        gemm(
+            &x.data,
+            x.c,
+            x.hw(),
+            &self.packed,
+            &mut y.data,
+            y.c,
+            Epilogue::bias(self.bias.as_deref()).with_residual(Residual::Scaled(scale)),
+            true,
+        );
+    }
+}
+
+/// A depthwise (or FastViTHD's grouped ×2) convolution.
+#[derive(Debug)]
+struct Depthwise(DwWeights);
+
+impl Depthwise {
     #[allow(clippy::too_many_arguments)]
-    pub fn load(
+    fn load(
         ck: &Checkpoint,
         name: &str,
         c_in: usize,
         c_out: usize,
         k: usize,
         stride: usize,
-        groups: usize,
         bias: bool,
     ) -> Result<Self, ModelError> {
-        let weight = ck.get_f32(&format!("{name}.weight"), &[c_out, c_in / groups, k, k])?;
-        let bias = if bias {
-            Some(ck.get_f32(&format!("{name}.bias"), &[c_out])?)
-        } else {
-            None
-        };
-        let kind = if groups == 1 && k == 1 {
-            ConvKind::Pointwise
-        } else if groups == 1 {
-            ConvKind::Dense
-        } else if groups == c_in && c_out % c_in == 0 {
-            ConvKind::Depthwise { mult: c_out / c_in }
-        } else {
+        if !c_out.is_multiple_of(c_in) || !(1..=2).contains(&(c_out / c_in)) {
             return Err(ModelError::Other(format!(
-                "{name}: unsupported convolution grouping ({c_in} → {c_out}, groups {groups})"
+                "{name}: unsupported grouped convolution ({c_in} → {c_out} channels, groups {c_in})"
             )));
-        };
-        Ok(Self {
-            weight,
-            bias,
+        }
+        let (w, b) = load_conv(ck, name, c_in, c_out, k, c_in, bias)?;
+        Ok(Self(DwWeights::from_torch(
+            &w,
+            b.as_deref(),
             c_in,
-            c_out,
+            c_out / c_in,
             k,
             stride,
-            kind,
-        })
+        )))
     }
 
-    /// Folds an eval-mode BatchNorm that follows this conv into its weights and bias.
-    fn fold_batch_norm(&mut self, scale: &[f32], shift: &[f32]) {
-        let per_out = self.weight.len() / self.c_out;
-        for o in 0..self.c_out {
-            self.weight[o * per_out..(o + 1) * per_out]
-                .iter_mut()
-                .for_each(|w| *w *= scale[o]);
-        }
-        let b = self.bias.get_or_insert_with(|| vec![0.0; self.c_out]);
-        for o in 0..self.c_out {
-            b[o] = b[o] * scale[o] + shift[o];
-        }
-    }
-
-    pub fn forward(&self, x: &FeatureMap) -> FeatureMap {
-        assert_eq!(x.c, self.c_in, "Conv2d: input channels");
-        let bias = self.bias.as_deref();
-        match self.kind {
-            ConvKind::Pointwise => {
-                let data =
-                    kernels::conv_pointwise(&x.data, x.c, x.hw(), &self.weight, bias, self.c_out);
-                FeatureMap::new(self.c_out, x.h, x.w, data)
-            }
-            ConvKind::Dense => {
-                let (data, h, w) = kernels::conv_dense(
-                    &x.data,
-                    x.c,
-                    x.h,
-                    x.w,
-                    &self.weight,
-                    bias,
-                    self.c_out,
-                    self.k,
-                    self.stride,
-                );
-                FeatureMap::new(self.c_out, h, w, data)
-            }
-            ConvKind::Depthwise { mult } => {
-                let (data, h, w) = kernels::conv_depthwise(
-                    &x.data,
-                    x.c,
-                    x.h,
-                    x.w,
-                    &self.weight,
-                    bias,
-                    self.k,
-                    self.stride,
-                    mult,
-                );
-                FeatureMap::new(self.c_out, h, w, data)
-            }
+    fn forward(&self, x: &Nhwc, act: Act, pool: &mut Pool) -> Nhwc {
+        assert_eq!(x.c, self.0.c_in, "depthwise conv: input channels");
+        let (k, st) = (self.0.k, self.0.stride);
+        let mut out = pool.take(conv_out(x.h, k, st) * conv_out(x.w, k, st) * self.0.c_out());
+        let (h, w) = conv::dw_conv(&x.data, x.h, x.w, &self.0, act, &mut out);
+        Nhwc {
+            h,
+            w,
+            c: self.0.c_out(),
+            data: out,
         }
     }
 }
 
-/// timm `MobileOneBlock` after reparameterisation: one conv, optional squeeze-excite, GELU.
-#[derive(Debug, Clone)]
-pub struct MobileOneBlock {
-    pub reparam_conv: Conv2d,
-    pub se: Option<SqueezeExcite>,
-}
+/// The stem's dense 3×3 stride-2 convolution on the NCHW pixels, straight into NHWC, with GELU.
+#[derive(Debug)]
+struct DenseConv(conv::DenseWeights);
 
-impl MobileOneBlock {
-    pub fn forward(&self, x: &FeatureMap) -> FeatureMap {
-        let mut y = self.reparam_conv.forward(x);
-        if let Some(se) = &self.se {
-            se.forward_inplace(&mut y);
-        }
-        kernels::gelu_inplace(&mut y.data);
-        y
-    }
-}
-
-/// timm `SqueezeExcite` of the final conv: mean → 1×1 reduce → ReLU → 1×1 expand → sigmoid → scale.
-#[derive(Debug, Clone)]
-pub struct SqueezeExcite {
-    reduce_w: Vec<f32>,
-    reduce_b: Vec<f32>,
-    expand_w: Vec<f32>,
-    expand_b: Vec<f32>,
-    c: usize,
-    r: usize,
-}
-
-impl SqueezeExcite {
-    pub fn forward_inplace(&self, x: &mut FeatureMap) {
-        let hw = x.hw();
-        let mean: Vec<f32> = x
-            .data
-            .chunks(hw)
-            .map(|row| row.iter().sum::<f32>() / hw as f32)
-            .collect();
-        let mut mid = self.reduce_b.clone();
-        kernels::matmul(&self.reduce_w, &mean, &mut mid, self.r, self.c, 1, true);
-        mid.iter_mut().for_each(|v| *v = v.max(0.0));
-        let mut gate = self.expand_b.clone();
-        kernels::matmul(&self.expand_w, &mid, &mut gate, self.c, self.r, 1, true);
-        for (row, g) in x.data.chunks_mut(hw).zip(gate) {
-            let s = 1.0 / (1.0 + (-g).exp());
-            row.iter_mut().for_each(|v| *v *= s);
+impl DenseConv {
+    fn forward(&self, pixels: &FeatureMap, pool: &mut Pool) -> Nhwc {
+        let (k, s) = (self.0.k, self.0.stride);
+        let (ho, wo) = (conv_out(pixels.h, k, s), conv_out(pixels.w, k, s));
+        let mut out = pool.take(ho * wo * self.0.c_out);
+        conv::dense_conv_nchw(
+            &pixels.data,
+            pixels.h,
+            pixels.w,
+            &self.0,
+            Act::Gelu,
+            &mut out,
+        );
+        Nhwc {
+            h: ho,
+            w: wo,
+            c: self.0.c_out,
+            data: out,
         }
     }
 }
 
-/// timm `PatchEmbed` (stage downsample): GELU(grouped k×k conv, stride 2, C → 2C) then GELU(1×1).
-#[derive(Debug, Clone)]
-pub struct PatchEmbed {
-    pub large_kernel: MobileOneBlock,
-    pub pointwise: MobileOneBlock,
-}
-
-/// timm `RepConditionalPosEnc` after reparameterisation: one depthwise conv (identity folded in).
-#[derive(Debug, Clone)]
-pub struct RepCpe {
-    pub reparam_conv: Conv2d,
-}
-
-/// timm `ConvMlp`: depthwise k×k conv (BatchNorm folded in at load) → 1×1 → GELU → 1×1.
-#[derive(Debug, Clone)]
-pub struct ConvMlp {
-    conv: Conv2d,
-    fc1: Conv2d,
-    fc2: Conv2d,
+/// timm `ConvMlp`: depthwise k×k conv (BatchNorm folded in at load) → 1×1 → GELU → 1×1, added to
+/// the block input with its layer scale.
+#[derive(Debug)]
+struct ConvMlp {
+    conv: Depthwise,
+    fc1: Pointwise,
+    fc2: Pointwise,
 }
 
 impl ConvMlp {
@@ -366,207 +425,163 @@ impl ConvMlp {
         k: usize,
         eps: f64,
     ) -> Result<Self, ModelError> {
-        let mut conv = Conv2d::load(ck, &format!("{name}.conv.conv"), c, c, k, 1, c, false)?;
+        let conv_name = format!("{name}.conv.conv");
+        let (mut w, _) = load_conv(ck, &conv_name, c, c, k, c, false)?;
         let bn = format!("{name}.conv.bn");
-        let w = ck.get_f32(&format!("{bn}.weight"), &[c])?;
+        let g = ck.get_f32(&format!("{bn}.weight"), &[c])?;
         let b = ck.get_f32(&format!("{bn}.bias"), &[c])?;
         let mean = ck.get_f32(&format!("{bn}.running_mean"), &[c])?;
         let var = ck.get_f32(&format!("{bn}.running_var"), &[c])?;
+        // fold the eval-mode BatchNorm into the conv: w' = w·s, b' = β − μ·s, s = γ / √(σ² + ε)
         let scale: Vec<f32> = (0..c)
-            .map(|i| (w[i] as f64 / (var[i] as f64 + eps).sqrt()) as f32)
+            .map(|i| (g[i] as f64 / (var[i] as f64 + eps).sqrt()) as f32)
             .collect();
         let shift: Vec<f32> = (0..c).map(|i| b[i] - mean[i] * scale[i]).collect();
-        conv.fold_batch_norm(&scale, &shift);
+        for (o, row) in w.chunks_mut(k * k).enumerate() {
+            row.iter_mut().for_each(|v| *v *= scale[o]);
+        }
         Ok(Self {
-            conv,
-            fc1: Conv2d::load(ck, &format!("{name}.fc1"), c, hidden, 1, 1, 1, true)?,
-            fc2: Conv2d::load(ck, &format!("{name}.fc2"), hidden, c, 1, 1, 1, true)?,
+            conv: Depthwise(DwWeights::from_torch(&w, Some(&shift), c, 1, k, 1)),
+            fc1: Pointwise::load(ck, &format!("{name}.fc1"), c, hidden)?,
+            fc2: Pointwise::load(ck, &format!("{name}.fc2"), hidden, c)?,
         })
     }
 
-    pub fn forward(&self, x: &FeatureMap) -> FeatureMap {
-        let y = self.conv.forward(x);
-        let mut y = self.fc1.forward(&y);
-        kernels::gelu_inplace(&mut y.data);
-        self.fc2.forward(&y)
+    /// `x += scale ⊙ ConvMlp(x)`.
+    fn forward_residual(&self, x: &mut Nhwc, scale: &[f32], pool: &mut Pool) {
+        let u = self.conv.forward(x, Act::None, pool);
+        let hidden = self.fc1.c_out();
+        if gemm::mlp_fusable(u.hw(), hidden) {
+            // large maps: fc1 → GELU → fc2 in row blocks, the hidden activations kept in cache
+            gemm::mlp_fused(
+                &u.data,
+                u.hw(),
+                &self.fc1.packed,
+                Epilogue::bias(self.fc1.bias.as_deref()).with_act(Act::Gelu),
+                &self.fc2.packed,
+                Epilogue::bias(self.fc2.bias.as_deref()).with_residual(Residual::Scaled(scale)),
+                &mut x.data,
+            );
+            pool.put(u.data);
+            return;
+        }
+        let hid = self.fc1.forward(&u, Act::Gelu, pool);
+        pool.put(u.data);
+        self.fc2.forward_residual(&hid, scale, x);
+        pool.put(hid.data);
     }
 }
 
-/// timm `RepMixerBlock`: x = dwconv(x) (identity and layer scale folded in); x += γ · ConvMlp(x).
-#[derive(Debug, Clone)]
-pub struct RepMixerBlock {
-    token_mixer: Conv2d,
-    mlp: ConvMlp,
-    layer_scale: Vec<f32>,
+/// timm `Attention`: multi-head self-attention over the pixels, `head_dim` wide heads, qkv without
+/// bias, no mask, no position bias.
+#[derive(Debug)]
+struct Attention {
+    qkv: Pointwise,
+    proj: Pointwise,
+    head_dim: usize,
 }
 
 /// Channel LayerNorm (timm `LayerNorm2d`): per pixel over C, biased variance.
-#[derive(Debug, Clone)]
-pub struct LayerNorm2d {
+#[derive(Debug)]
+struct LayerNorm2d {
     weight: Vec<f32>,
     bias: Vec<f32>,
     eps: f32,
 }
 
-impl LayerNorm2d {
-    pub fn forward(&self, x: &FeatureMap) -> FeatureMap {
-        let (c, hw) = (x.c, x.hw());
-        let mut mean = vec![0f32; hw];
-        for row in x.data.chunks(hw) {
-            mean.iter_mut().zip(row).for_each(|(m, v)| *m += v);
-        }
-        mean.iter_mut().for_each(|m| *m /= c as f32);
-        let mut var = vec![0f32; hw];
-        for row in x.data.chunks(hw) {
-            var.iter_mut()
-                .zip(row)
-                .zip(&mean)
-                .for_each(|((s, v), m)| *s += (v - m) * (v - m));
-        }
-        let inv: Vec<f32> = var
-            .iter()
-            .map(|s| 1.0 / (s / c as f32 + self.eps).sqrt())
-            .collect();
-        let mut out = vec![0f32; c * hw];
-        for (ch, (o, row)) in out.chunks_mut(hw).zip(x.data.chunks(hw)).enumerate() {
-            let (g, b) = (self.weight[ch], self.bias[ch]);
-            for p in 0..hw {
-                o[p] = (row[p] - mean[p]) * inv[p] * g + b;
-            }
-        }
-        FeatureMap::new(c, x.h, x.w, out)
-    }
-}
-
-/// timm `Attention`: multi-head self-attention over the pixels, `head_dim` wide heads, qkv without
-/// bias, no mask, no position bias. Works channel-major throughout (no transposes).
-#[derive(Debug, Clone)]
-pub struct Attention {
-    qkv: Vec<f32>,
-    proj: Vec<f32>,
-    proj_bias: Vec<f32>,
-    c: usize,
-    head_dim: usize,
-}
-
-impl Attention {
-    pub fn forward(&self, x: &FeatureMap) -> FeatureMap {
-        let (c, n, d) = (self.c, x.hw(), self.head_dim);
-        // qkv[3C, N] = W[3C, C] · x[C, N]
-        let qkv = kernels::conv_pointwise(&x.data, c, n, &self.qkv, None, 3 * c);
-        let scale = 1.0 / (d as f32).sqrt();
-        let mut attn = vec![0f32; c * n];
-        let mut scores = vec![0f32; n * n];
-        for h in 0..c / d {
-            let q = &qkv[h * d * n..(h + 1) * d * n];
-            let k = &qkv[(c + h * d) * n..(c + (h + 1) * d) * n];
-            let v = &qkv[(2 * c + h * d) * n..(2 * c + (h + 1) * d) * n];
-            // scores[N, N] = qᵀ[N, d] · k[d, N]
-            kernels::matmul_strided(
-                q,
-                (1, n as isize),
-                k,
-                (n as isize, 1),
-                &mut scores,
-                n,
-                d,
-                n,
-                false,
-            );
-            softmax_rows_inplace(&mut scores, n, scale);
-            // out_h[d, N] = v[d, N] · scoresᵀ[N, N]
-            let out = &mut attn[h * d * n..(h + 1) * d * n];
-            kernels::matmul_strided(
-                v,
-                (n as isize, 1),
-                &scores,
-                (1, n as isize),
-                out,
-                d,
-                n,
-                n,
-                false,
-            );
-        }
-        let data = kernels::conv_pointwise(&attn, c, n, &self.proj, Some(&self.proj_bias), c);
-        FeatureMap::new(c, x.h, x.w, data)
-    }
-}
-
-/// Row softmax of `x * scale` over rows of length `n`.
-fn softmax_rows_inplace(x: &mut [f32], n: usize, scale: f32) {
-    use rayon::prelude::*;
-    x.par_chunks_mut(n).for_each(|row| {
-        let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) * scale;
-        let mut sum = 0f32;
-        row.iter_mut().for_each(|v| {
-            *v = (*v * scale - max).exp();
-            sum += *v;
-        });
-        let inv = 1.0 / sum;
-        row.iter_mut().for_each(|v| *v *= inv);
-    });
-}
-
-/// timm `AttentionBlock`: x += γ1 · Attn(LN(x)); x += γ2 · ConvMlp(x).
-#[derive(Debug, Clone)]
-pub struct AttentionBlock {
-    norm: LayerNorm2d,
-    token_mixer: Attention,
-    mlp: ConvMlp,
-    layer_scale_1: Vec<f32>,
-    layer_scale_2: Vec<f32>,
-}
-
-#[derive(Debug, Clone)]
-pub enum Block {
-    RepMixer(RepMixerBlock),
-    Attention(AttentionBlock),
+/// A FastViT block.
+#[derive(Debug)]
+enum Block {
+    /// timm `RepMixerBlock`: x = dwconv(x) (identity and layer scale folded in);
+    /// x += γ · ConvMlp(x).
+    RepMixer {
+        token_mixer: Depthwise,
+        mlp: ConvMlp,
+        layer_scale: Vec<f32>,
+    },
+    /// timm `AttentionBlock`: x += γ1 · Attn(LN(x)); x += γ2 · ConvMlp(x).
+    Attention {
+        norm: LayerNorm2d,
+        token_mixer: Attention,
+        mlp: ConvMlp,
+        layer_scale_1: Vec<f32>,
+        layer_scale_2: Vec<f32>,
+    },
 }
 
 impl Block {
-    pub fn forward(&self, x: FeatureMap) -> FeatureMap {
+    fn forward(&self, x: Nhwc, pool: &mut Pool) -> Nhwc {
         match self {
-            Block::RepMixer(b) => {
-                let mut x = b.token_mixer.forward(&x);
-                let y = b.mlp.forward(&x);
-                kernels::residual_scaled_inplace(&mut x.data, &y.data, x.h * x.w, &b.layer_scale);
-                x
+            Block::RepMixer {
+                token_mixer,
+                mlp,
+                layer_scale,
+            } => {
+                let mut t = token_mixer.forward(&x, Act::None, pool);
+                pool.put(x.data);
+                mlp.forward_residual(&mut t, layer_scale, pool);
+                t
             }
-            Block::Attention(b) => {
+            Block::Attention {
+                norm,
+                token_mixer,
+                mlp,
+                layer_scale_1,
+                layer_scale_2,
+            } => {
                 let mut x = x;
-                let y = b.token_mixer.forward(&b.norm.forward(&x));
-                kernels::residual_scaled_inplace(&mut x.data, &y.data, x.h * x.w, &b.layer_scale_1);
-                let y = b.mlp.forward(&x);
-                kernels::residual_scaled_inplace(&mut x.data, &y.data, x.h * x.w, &b.layer_scale_2);
+                let mut n = pool.take(x.data.len());
+                conv::layer_norm_rows(&x.data, x.c, &norm.weight, &norm.bias, norm.eps, &mut n);
+                let n = Nhwc {
+                    h: x.h,
+                    w: x.w,
+                    c: x.c,
+                    data: n,
+                };
+                let qkv = token_mixer.qkv.forward(&n, Act::None, pool);
+                pool.put(n.data);
+                let mut a = pool.take(x.hw() * x.c);
+                attention::self_attention(&qkv.data, x.hw(), x.c, token_mixer.head_dim, &mut a);
+                pool.put(qkv.data);
+                let a = Nhwc {
+                    h: x.h,
+                    w: x.w,
+                    c: x.c,
+                    data: a,
+                };
+                token_mixer.proj.forward_residual(&a, layer_scale_1, &mut x);
+                pool.put(a.data);
+                mlp.forward_residual(&mut x, layer_scale_2, pool);
                 x
             }
         }
     }
 }
 
-/// timm `FastVitStage`: [downsample] → [pos_emb] → blocks.
-#[derive(Debug, Clone)]
-pub struct FastVitStage {
-    pub downsample: Option<PatchEmbed>,
-    pub pos_emb: Option<RepCpe>,
-    pub blocks: Vec<Block>,
+/// timm `FastVitStage`: [downsample: GELU(grouped k×k, stride 2) → GELU(1×1)] → [pos_emb: RepCPE,
+/// one depthwise conv with the identity folded in] → blocks.
+#[derive(Debug)]
+struct FastVitStage {
+    downsample: Option<(Depthwise, Pointwise)>,
+    pos_emb: Option<Depthwise>,
+    blocks: Vec<Block>,
+}
+
+/// timm `SqueezeExcite` of the final conv: mean → 1×1 reduce → ReLU → 1×1 expand → sigmoid → scale.
+#[derive(Debug)]
+struct SqueezeExcite {
+    reduce: Pointwise,
+    expand: Pointwise,
 }
 
 /// The whole encoder.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct FastViTHD {
     pub cfg: VisionConfig,
-    pub stem: Vec<MobileOneBlock>,
-    pub stages: Vec<FastVitStage>,
-    pub final_conv: MobileOneBlock,
-}
-
-fn mob(conv: Conv2d) -> MobileOneBlock {
-    MobileOneBlock {
-        reparam_conv: conv,
-        se: None,
-    }
+    stem: (DenseConv, Depthwise, Pointwise),
+    stages: Vec<FastVitStage>,
+    final_conv: (Depthwise, SqueezeExcite),
+    pool: Mutex<Pool>,
 }
 
 impl FastViTHD {
@@ -574,46 +589,34 @@ impl FastViTHD {
     pub fn load(ck: &Checkpoint, layout: Layout, cfg: &VisionConfig) -> Result<Self, ModelError> {
         let names = VisionNames::new(layout, cfg);
         let d0 = cfg.embed_dims[0];
-        let stem = vec![
-            mob(Conv2d::load(ck, &names.stem(0), 3, d0, 3, 2, 1, true)?),
-            mob(Conv2d::load(ck, &names.stem(1), d0, d0, 3, 2, d0, true)?),
-            mob(Conv2d::load(ck, &names.stem(2), d0, d0, 1, 1, 1, true)?),
-        ];
+        let (w0, b0) = load_conv(ck, &names.stem(0), 3, d0, 3, 1, true)?;
+        let stem = (
+            DenseConv(conv::DenseWeights::from_torch(
+                &w0,
+                b0.as_deref(),
+                3,
+                d0,
+                3,
+                2,
+            )),
+            Depthwise::load(ck, &names.stem(1), d0, d0, 3, 2, true)?,
+            Pointwise::load(ck, &names.stem(2), d0, d0)?,
+        );
         let lk = cfg.large_kernel;
         let mut stages = vec![];
         for s in 0..cfg.layers.len() {
             let c = cfg.embed_dims[s];
             let downsample = if s > 0 {
                 let cp = cfg.embed_dims[s - 1];
-                Some(PatchEmbed {
-                    large_kernel: mob(Conv2d::load(
-                        ck,
-                        &names.downsample(s, 0),
-                        cp,
-                        c,
-                        lk,
-                        2,
-                        cp,
-                        true,
-                    )?),
-                    pointwise: mob(Conv2d::load(
-                        ck,
-                        &names.downsample(s, 1),
-                        c,
-                        c,
-                        1,
-                        1,
-                        1,
-                        true,
-                    )?),
-                })
+                Some((
+                    Depthwise::load(ck, &names.downsample(s, 0), cp, c, lk, 2, true)?,
+                    Pointwise::load(ck, &names.downsample(s, 1), c, c)?,
+                ))
             } else {
                 None
             };
             let pos_emb = if cfg.pos_embs[s] {
-                Some(RepCpe {
-                    reparam_conv: Conv2d::load(ck, &names.pos_emb(s), c, c, lk, 1, c, true)?,
-                })
+                Some(Depthwise::load(ck, &names.pos_emb(s), c, c, lk, 1, true)?)
             } else {
                 None
             };
@@ -624,38 +627,40 @@ impl FastViTHD {
                 let mlp = ConvMlp::load(ck, &names.mlp(&bn), c, hidden, lk, cfg.norm_eps)?;
                 let ls = |which: &str| ck.get_f32(&names.layer_scale(&bn, which), &[c, 1, 1]);
                 blocks.push(match cfg.mixers[s] {
-                    Mixer::RepMixer => Block::RepMixer(RepMixerBlock {
-                        token_mixer: Conv2d::load(
+                    Mixer::RepMixer => Block::RepMixer {
+                        token_mixer: Depthwise::load(
                             ck,
                             &format!("{bn}.token_mixer.reparam_conv"),
                             c,
                             c,
                             cfg.repmixer_kernel,
                             1,
-                            c,
                             true,
                         )?,
                         mlp,
                         layer_scale: ls("layer_scale")?,
-                    }),
-                    Mixer::Attention => Block::Attention(AttentionBlock {
-                        norm: LayerNorm2d {
-                            weight: ck.get_f32(&format!("{bn}.norm.weight"), &[c])?,
-                            bias: ck.get_f32(&format!("{bn}.norm.bias"), &[c])?,
-                            eps: cfg.norm_eps as f32,
-                        },
-                        token_mixer: Attention {
-                            qkv: ck
-                                .get_f32(&format!("{bn}.token_mixer.qkv.weight"), &[3 * c, c])?,
-                            proj: ck.get_f32(&format!("{bn}.token_mixer.proj.weight"), &[c, c])?,
-                            proj_bias: ck.get_f32(&format!("{bn}.token_mixer.proj.bias"), &[c])?,
-                            c,
-                            head_dim: cfg.head_dim,
-                        },
-                        mlp,
-                        layer_scale_1: ls("layer_scale_1")?,
-                        layer_scale_2: ls("layer_scale_2")?,
-                    }),
+                    },
+                    Mixer::Attention => {
+                        let tm = format!("{bn}.token_mixer");
+                        let qkv = ck.get_f32(&format!("{tm}.qkv.weight"), &[3 * c, c])?;
+                        let proj = ck.get_f32(&format!("{tm}.proj.weight"), &[c, c])?;
+                        let proj_b = ck.get_f32(&format!("{tm}.proj.bias"), &[c])?;
+                        Block::Attention {
+                            norm: LayerNorm2d {
+                                weight: ck.get_f32(&format!("{bn}.norm.weight"), &[c])?,
+                                bias: ck.get_f32(&format!("{bn}.norm.bias"), &[c])?,
+                                eps: cfg.norm_eps as f32,
+                            },
+                            token_mixer: Attention {
+                                qkv: Pointwise::new(&qkv, None, c, 3 * c),
+                                proj: Pointwise::new(&proj, Some(proj_b), c, c),
+                                head_dim: cfg.head_dim,
+                            },
+                            mlp,
+                            layer_scale_1: ls("layer_scale_1")?,
+                            layer_scale_2: ls("layer_scale_2")?,
+                        }
+                    }
                 });
             }
             stages.push(FastVitStage {
@@ -670,26 +675,13 @@ impl FastViTHD {
             .expect("validated: at least one stage");
         let (oc, r) = (cfg.out_channels, cfg.se_channels);
         let fc = names.final_conv();
-        let final_conv = MobileOneBlock {
-            reparam_conv: Conv2d::load(
-                ck,
-                &format!("{fc}.reparam_conv"),
-                last,
-                oc,
-                3,
-                1,
-                last,
-                true,
-            )?,
-            se: Some(SqueezeExcite {
-                reduce_w: ck.get_f32(&format!("{}.weight", names.se("reduce")), &[r, oc, 1, 1])?,
-                reduce_b: ck.get_f32(&format!("{}.bias", names.se("reduce")), &[r])?,
-                expand_w: ck.get_f32(&format!("{}.weight", names.se("expand")), &[oc, r, 1, 1])?,
-                expand_b: ck.get_f32(&format!("{}.bias", names.se("expand")), &[oc])?,
-                c: oc,
-                r,
-            }),
-        };
+        let final_conv = (
+            Depthwise::load(ck, &format!("{fc}.reparam_conv"), last, oc, 3, 1, true)?,
+            SqueezeExcite {
+                reduce: Pointwise::load(ck, &names.se("reduce"), oc, r)?,
+                expand: Pointwise::load(ck, &names.se("expand"), r, oc)?,
+            },
+        );
         if let Some(h) = names.clip_head() {
             ck.ignore(&h);
         }
@@ -698,12 +690,13 @@ impl FastViTHD {
             stem,
             stages,
             final_conv,
+            pool: Mutex::new(Pool::default()),
         })
     }
 
     /// Runs the encoder on `pixels` (`[3, R, R]` in [0, 1]); returns `[out_channels, R/64, R/64]`.
     pub fn forward(&self, pixels: &FeatureMap) -> Result<FeatureMap, ModelError> {
-        self.forward_with(pixels, |_, _| {})
+        Ok(self.forward_nhwc(pixels, &mut |_, _| {})?.to_feature_map())
     }
 
     /// Like [`Self::forward`], handing every intermediate activation to `tap` under its timm module
@@ -714,10 +707,22 @@ impl FastViTHD {
         pixels: &FeatureMap,
         mut tap: impl FnMut(&str, &FeatureMap),
     ) -> Result<FeatureMap, ModelError> {
+        Ok(self
+            .forward_nhwc(pixels, &mut |name, x| tap(name, &x.to_feature_map()))?
+            .to_feature_map())
+    }
+
+    /// The encoder with its output in NHWC (`[R/64, R/64, out_channels]`: the image tokens,
+    /// row-major), `tap` seeing every intermediate activation.
+    pub fn forward_nhwc(
+        &self,
+        pixels: &FeatureMap,
+        tap: &mut dyn FnMut(&str, &Nhwc),
+    ) -> Result<Nhwc, ModelError> {
         let stride = self.cfg.stride();
         if pixels.c != 3
-            || pixels.h % stride != 0
-            || pixels.w % stride != 0
+            || !pixels.h.is_multiple_of(stride)
+            || !pixels.w.is_multiple_of(stride)
             || pixels.h == 0
             || pixels.w == 0
         {
@@ -726,29 +731,97 @@ impl FastViTHD {
                 pixels.c, pixels.h, pixels.w
             )));
         }
-        let mut x = self.stem[0].forward(pixels);
+        let mut pool = std::mem::take(&mut *self.pool.lock().unwrap_or_else(|e| e.into_inner()));
+        let out = self.run(pixels, tap, &mut pool);
+        *self.pool.lock().unwrap_or_else(|e| e.into_inner()) = pool;
+        Ok(out)
+    }
+
+    fn run(&self, pixels: &FeatureMap, tap: &mut dyn FnMut(&str, &Nhwc), pool: &mut Pool) -> Nhwc {
+        let mut x = self.stem.0.forward(pixels, pool);
         tap("stem.0", &x);
-        for (i, m) in self.stem.iter().enumerate().skip(1) {
-            x = m.forward(&x);
-            tap(&format!("stem.{i}"), &x);
-        }
+        let y = self.stem.1.forward(&x, Act::Gelu, pool);
+        pool.put(std::mem::replace(&mut x, y).data);
+        tap("stem.1", &x);
+        let y = self.stem.2.forward(&x, Act::Gelu, pool);
+        pool.put(std::mem::replace(&mut x, y).data);
+        tap("stem.2", &x);
         for (s, st) in self.stages.iter().enumerate() {
-            if let Some(d) = &st.downsample {
-                x = d.pointwise.forward(&d.large_kernel.forward(&x));
+            if let Some((lk, pw)) = &st.downsample {
+                let y = lk.forward(&x, Act::Gelu, pool);
+                pool.put(std::mem::replace(&mut x, y).data);
+                let y = pw.forward(&x, Act::Gelu, pool);
+                pool.put(std::mem::replace(&mut x, y).data);
                 tap(&format!("stages.{s}.downsample"), &x);
             }
             if let Some(p) = &st.pos_emb {
-                x = p.reparam_conv.forward(&x);
+                let y = p.forward(&x, Act::None, pool);
+                pool.put(std::mem::replace(&mut x, y).data);
                 tap(&format!("stages.{s}.pos_emb"), &x);
             }
             for (b, blk) in st.blocks.iter().enumerate() {
-                x = blk.forward(x);
+                x = blk.forward(x, pool);
                 tap(&format!("stages.{s}.blocks.{b}"), &x);
             }
             tap(&format!("stages.{s}"), &x);
         }
-        let x = self.final_conv.forward(&x);
-        tap("final_conv", &x);
-        Ok(x)
+        let (conv_exp, se) = &self.final_conv;
+        let mut y = conv_exp.forward(&x, Act::None, pool);
+        pool.put(x.data);
+        // squeeze-excite, then GELU
+        let mean = conv::column_means(&y.data, y.c);
+        let mean = Nhwc {
+            h: 1,
+            w: 1,
+            c: y.c,
+            data: mean,
+        };
+        let mid = se.reduce.forward(&mean, Act::Relu, pool);
+        let gate = se.expand.forward(&mid, Act::None, pool);
+        conv::scale_columns_gelu(&mut y.data, &gate.data, true);
+        pool.put(mid.data);
+        pool.put(gate.data);
+        tap("final_conv", &y);
+        y
     }
+}
+
+/// Floating-point operations of one encoder pass at `h × w` pixels, counted from the architecture:
+/// every multiply-add of a convolution, linear layer and attention product counts as 2; elementwise
+/// work (GELU, norms, softmax, residuals, squeeze-excite gating) is left out. FastViTHD: ≈ 29.6
+/// GFLOP at 256², 119 at 512², 487 at 1024².
+pub fn encoder_flops(cfg: &VisionConfig, h: usize, w: usize) -> f64 {
+    let lk = (cfg.large_kernel * cfg.large_kernel) as f64;
+    let rk = (cfg.repmixer_kernel * cfg.repmixer_kernel) as f64;
+    let d0 = cfg.embed_dims[0] as f64;
+    let (mut ph, mut pw) = (conv_out(h, 3, 2), conv_out(w, 3, 2));
+    // stem: dense 3×3 s2 (3 → d0), depthwise 3×3 s2, 1×1
+    let mut macs = (ph * pw) as f64 * d0 * 27.0;
+    ph = conv_out(ph, 3, 2);
+    pw = conv_out(pw, 3, 2);
+    let mut px = (ph * pw) as f64;
+    macs += px * d0 * 9.0 + px * d0 * d0;
+    for s in 0..cfg.layers.len() {
+        let c = cfg.embed_dims[s] as f64;
+        if s > 0 {
+            ph = conv_out(ph, cfg.large_kernel, 2);
+            pw = conv_out(pw, cfg.large_kernel, 2);
+            px = (ph * pw) as f64;
+            // grouped k×k (one input channel per output) then 1×1
+            macs += px * c * lk + px * c * c;
+        }
+        if cfg.pos_embs[s] {
+            macs += px * c * lk;
+        }
+        let hidden = (c * cfg.mlp_ratios[s]).floor();
+        let mlp = px * (c * lk + 2.0 * c * hidden);
+        let block = match cfg.mixers[s] {
+            Mixer::RepMixer => px * c * rk + mlp,
+            // qkv, q·kᵀ and p·v over all heads, proj
+            Mixer::Attention => px * 3.0 * c * c + 2.0 * px * px * c + px * c * c + mlp,
+        };
+        macs += block * cfg.layers[s] as f64;
+    }
+    macs += px * cfg.out_channels as f64 * 9.0;
+    2.0 * macs
 }

@@ -206,7 +206,7 @@ mod tests {
 
     fn checker(w: u32, h: u32, a: u8, b: u8, cell: u32) -> RgbImage {
         RgbImage::from_fn(w, h, |x, y| {
-            if (x / cell + y / cell) % 2 == 0 {
+            if (x / cell + y / cell).is_multiple_of(2) {
                 Rgb([a; 3])
             } else {
                 Rgb([b; 3])
