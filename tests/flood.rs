@@ -60,7 +60,7 @@ fn send(path: &Path, bytes: &[u8], whole: bool) -> Result<Outcome, String> {
 
 /// Request `k` of client `c`: its bytes, whether it is sent whole, and the replies it may get.
 fn request(c: usize, k: usize) -> (Vec<u8>, bool, &'static [&'static str]) {
-    if k == 0 && c % 8 == 0 {
+    if k == 0 && c.is_multiple_of(8) {
         return (
             b"{\"cmd\":\"describe\",\"wait\":false}\n".to_vec(),
             true,

@@ -30,7 +30,7 @@ fn hammer(socket: PathBuf, done: Arc<AtomicBool>, answered: Arc<AtomicU64>) {
             continue;
         };
         let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-        let line: &[u8] = if i % 3 == 0 {
+        let line: &[u8] = if i.is_multiple_of(3) {
             b"not json\n"
         } else {
             b"{\"cmd\":\"status\"}\n"
