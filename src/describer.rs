@@ -44,8 +44,9 @@ pub trait Describer: Send {
     fn embed(&mut self, image: &RgbImage, resolution: u32) -> anyhow::Result<Vec<f32>>;
 
     /// Describes `image`. `on_text` receives text as it is generated (complete UTF-8 pieces), so
-    /// speech can start on the first sentence. `cancel` is polled before every token; when it returns
-    /// true generation stops and the partial result comes back with `cancelled = true`.
+    /// speech can start on the first sentence. `cancel` is polled while the image is encoded and
+    /// before every token; when it returns true the work stops and the partial result (possibly
+    /// empty) comes back with `cancelled = true`.
     fn describe(
         &mut self,
         image: &RgbImage,

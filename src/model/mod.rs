@@ -312,15 +312,32 @@ impl FastVlm {
 
     /// Preprocessed pixels → encoder output, image features and projector output.
     pub fn encode_pixels(&self, pixels: &FeatureMap) -> Result<ImageEncoding, ModelError> {
-        let tokens = self.vision.forward_nhwc(pixels, &mut |_, _| {})?;
+        Ok(self
+            .encode_pixels_until(pixels, &|| false)?
+            .expect("an encoding that is never stopped runs to the end"))
+    }
+
+    /// Like [`Self::encode_pixels`], polling `stop` between the encoder's blocks: `None` when it
+    /// returned true, so a cancelled high-resolution description stops within one block.
+    pub fn encode_pixels_until(
+        &self,
+        pixels: &FeatureMap,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<ImageEncoding>, ModelError> {
+        let Some(tokens) = self
+            .vision
+            .forward_nhwc_until(pixels, &mut |_, _| {}, stop)?
+        else {
+            return Ok(None);
+        };
         let features_nchw = tokens.to_feature_map();
         let image_features = self.tokens_tensor(tokens)?;
         let projected = self.projector.forward(&image_features)?;
-        Ok(ImageEncoding {
+        Ok(Some(ImageEncoding {
             features_nchw,
             image_features,
             projected,
-        })
+        }))
     }
 
     /// The encoder's NHWC output as the `[h·w, C]` image-feature tensor (no copy).
@@ -419,7 +436,7 @@ impl FastVlm {
     }
 
     /// Describes `image`: preprocess → encode → prefill → decode, streaming text to `on_text` and
-    /// polling `cancel` before every token.
+    /// polling `cancel` between the encoder's blocks and before every token.
     pub fn generate(
         &mut self,
         image: &RgbImage,
@@ -436,7 +453,22 @@ impl FastVlm {
         let pixels = self.preprocess(image, resolution)?;
         let preprocess_ms = ms(t0);
         let t1 = Instant::now();
-        let enc = self.encode_pixels(&pixels)?;
+        let Some(enc) = self.encode_pixels_until(&pixels, cancel)? else {
+            // cancelled while looking at the picture: nothing was said yet
+            return Ok(Generation {
+                text: String::new(),
+                token_ids: vec![],
+                prompt_tokens: 0,
+                timings: Timings {
+                    preprocess_ms,
+                    vision_ms: ms(t1),
+                    total_ms: ms(t0),
+                    ..Timings::default()
+                },
+                cancelled: true,
+                stopped_on_eos: false,
+            });
+        };
         let vision_ms = ms(t1);
         let embeds = self.input_embeds(&prompt, &enc.projected)?;
         let prompt_tokens = embeds.dim(1)?;

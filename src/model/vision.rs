@@ -719,6 +719,19 @@ impl FastViTHD {
         pixels: &FeatureMap,
         tap: &mut dyn FnMut(&str, &Nhwc),
     ) -> Result<Nhwc, ModelError> {
+        Ok(self
+            .forward_nhwc_until(pixels, tap, &|| false)?
+            .expect("an encoder pass that is never stopped runs to the end"))
+    }
+
+    /// Like [`Self::forward_nhwc`], polling `stop` before the stem and after every block; `None`
+    /// when it returned true (the pass was abandoned and its buffers recycled).
+    pub fn forward_nhwc_until(
+        &self,
+        pixels: &FeatureMap,
+        tap: &mut dyn FnMut(&str, &Nhwc),
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<Nhwc>, ModelError> {
         let stride = self.cfg.stride();
         if pixels.c != 3
             || !pixels.h.is_multiple_of(stride)
@@ -732,12 +745,23 @@ impl FastViTHD {
             )));
         }
         let mut pool = std::mem::take(&mut *self.pool.lock().unwrap_or_else(|e| e.into_inner()));
-        let out = self.run(pixels, tap, &mut pool);
+        let out = self.run(pixels, tap, stop, &mut pool);
         *self.pool.lock().unwrap_or_else(|e| e.into_inner()) = pool;
         Ok(out)
     }
 
-    fn run(&self, pixels: &FeatureMap, tap: &mut dyn FnMut(&str, &Nhwc), pool: &mut Pool) -> Nhwc {
+    /// Runs the encoder, stopping early (`None`) when `stop` returns true: it is polled before the
+    /// stem and after every block, so a request to cancel waits for one block at most.
+    fn run(
+        &self,
+        pixels: &FeatureMap,
+        tap: &mut dyn FnMut(&str, &Nhwc),
+        stop: &dyn Fn() -> bool,
+        pool: &mut Pool,
+    ) -> Option<Nhwc> {
+        if stop() {
+            return None;
+        }
         let mut x = self.stem.0.forward(pixels, pool);
         tap("stem.0", &x);
         let y = self.stem.1.forward(&x, Act::Gelu, pool);
@@ -762,6 +786,10 @@ impl FastViTHD {
             for (b, blk) in st.blocks.iter().enumerate() {
                 x = blk.forward(x, pool);
                 tap(&format!("stages.{s}.blocks.{b}"), &x);
+                if stop() {
+                    pool.put(x.data);
+                    return None;
+                }
             }
             tap(&format!("stages.{s}"), &x);
         }
@@ -782,7 +810,7 @@ impl FastViTHD {
         pool.put(mid.data);
         pool.put(gate.data);
         tap("final_conv", &y);
-        y
+        Some(y)
     }
 }
 

@@ -6,7 +6,7 @@
 //! view has settled, if asked for) and streamed sentence by sentence to the speech thread, unless
 //! its first sentence repeats the last scene said. A user request (hotkey, SIGUSR1, control
 //! socket: detail, ask, changed, read) pre-empts: the running generation is cancelled at the next
-//! token, the freshest frame is described, and the pre-empted narration's end is reported after
+//! encoder block or token, the freshest frame is described, and the pre-empted narration's end is reported after
 //! the request's begin so speech and log put the request first.
 
 use std::cell::{Cell, RefCell};
@@ -651,9 +651,9 @@ impl Worker {
         out.preempted_by
     }
 
-    /// Generates one narration, streaming sentences to speech; cancelled at the next token by a
-    /// pre-empting request (returned in the outcome), by shutdown, or when the first sentence of a
-    /// scene repeats the last scene said (then nothing is spoken).
+    /// Generates one narration, streaming sentences to speech; cancelled at the next encoder block
+    /// or token by a pre-empting request (returned in the outcome), by shutdown, or when the first
+    /// sentence of a scene repeats the last scene said (then nothing is spoken).
     fn narrate(&mut self, job: Job, triggers: &Receiver<Trigger>) -> Outcome {
         let id = NarrationId::next();
         self.speaker.begin(NarrationMeta {

@@ -1,0 +1,77 @@
+//! Cancelling a description reaches into the image encoder: `cancel` is polled between the
+//! encoder's blocks as well as before every token, so a detail request or a shutdown does not wait
+//! for a whole high-resolution encoding. An abandoned encoding leaves the model as it was: the next
+//! description is identical to one made before it.
+
+mod common;
+
+use std::cell::Cell;
+
+use common::*;
+use scenesay::model::{FastVlm, Generation, GenerationParams, Precision};
+
+const TOKENS: usize = 4;
+
+/// Generates with a `cancel` that answers true from its `stop_at`-th call on (never when 0);
+/// returns the generation, how often `cancel` was asked, and the streamed text.
+fn run(m: &mut FastVlm, stop_at: usize) -> (Generation, usize, String) {
+    let img = load_image("../images/landscape_640x480.png");
+    let params = GenerationParams {
+        max_tokens: TOKENS,
+        ignore_eos: true,
+        ..GenerationParams::default()
+    };
+    let calls = Cell::new(0usize);
+    let cancel = || {
+        calls.set(calls.get() + 1);
+        stop_at != 0 && calls.get() >= stop_at
+    };
+    let mut streamed = String::new();
+    let g = m
+        .generate(
+            &img,
+            "Describe the image.",
+            512,
+            &params,
+            &mut |t| streamed.push_str(t),
+            &cancel,
+        )
+        .unwrap();
+    (g, calls.get(), streamed)
+}
+
+#[test]
+fn cancel_stops_the_encoder_between_blocks_and_leaves_the_model_intact() {
+    for layout in ["apple", "hf"] {
+        let mut m = FastVlm::load(&model_dir(layout), Precision::F32).unwrap();
+        let (full, polls, text) = run(&mut m, 0);
+        assert!(!full.cancelled);
+        assert_eq!(full.token_ids.len(), TOKENS, "{layout}");
+        assert!(!text.is_empty(), "{layout}: nothing streamed");
+        // one poll before each token, the rest while encoding (before the stem + after each block)
+        let encoder_polls = polls - TOKENS;
+        let blocks: usize = m.config.vision.layers.iter().sum();
+        assert_eq!(encoder_polls, 1 + blocks, "{layout}: {polls} polls in all");
+
+        // cancelled at every point of the encoding: nothing generated, nothing said
+        for stop_at in 1..=encoder_polls {
+            let (g, asked, text) = run(&mut m, stop_at);
+            assert!(g.cancelled, "{layout}: stop at poll {stop_at}");
+            assert!(g.token_ids.is_empty() && g.text.is_empty() && text.is_empty());
+            assert_eq!(asked, stop_at, "{layout}: work went on after cancel");
+            assert_eq!(
+                g.timings.prefill_ms, 0.0,
+                "{layout}: prefill ran after cancel"
+            );
+        }
+        // cancelled during decoding: the tokens before it
+        let (g, _, _) = run(&mut m, encoder_polls + 3);
+        assert!(g.cancelled);
+        assert_eq!(g.token_ids, full.token_ids[..2], "{layout}");
+
+        // the abandoned encodings left no trace
+        let (again, _, text_again) = run(&mut m, 0);
+        assert_eq!(again.token_ids, full.token_ids, "{layout}");
+        assert_eq!(text_again, text, "{layout}");
+    }
+}
