@@ -3,10 +3,10 @@
 //! end is noticed, stop works, a voice is chosen by language, and a narration goes through the
 //! speech thread into the log as spoken. One test only: it sets process-wide environment variables.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+
+mod speechd;
 
 use scenesay::config::SpeechConfig;
 use scenesay::narration::{Kind, NarrationId, NarrationLog, Priority};
@@ -15,71 +15,7 @@ use scenesay::speech::ledger::{NarrationEnd, NarrationMeta};
 use scenesay::speech::service::{Speaker, SpeechService, SpeechSettings};
 use scenesay::speech::SpeechSink;
 use scenesay::status::{Clock, Stats};
-
-/// A private speech-dispatcher; killed on drop.
-struct Server {
-    pidfile: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(&self.pidfile) {
-            if let Ok(pid) = pid.trim().parse::<i32>() {
-                // SAFETY: the pid of the speech-dispatcher this test started.
-                unsafe { libc::kill(pid, libc::SIGTERM) };
-            }
-        }
-    }
-}
-
-fn start_server(root: &Path) -> (Server, PathBuf) {
-    let home = root.join("home");
-    let run = root.join("run");
-    for d in [&home, &run, &root.join("log")] {
-        std::fs::create_dir_all(d).unwrap();
-    }
-    let conf = root.join("conf");
-    let out = Command::new("cp")
-        .args(["-r", "/etc/speech-dispatcher"])
-        .arg(&conf)
-        .status()
-        .unwrap();
-    assert!(out.success(), "copying /etc/speech-dispatcher");
-    let mut speechd = std::fs::read_to_string(conf.join("speechd.conf")).unwrap();
-    speechd.push_str("\nAudioOutputMethod \"libao\"\n");
-    std::fs::write(conf.join("speechd.conf"), speechd).unwrap();
-    std::fs::write(home.join(".libao"), "default_driver=null\n").unwrap();
-    let pidfile = root.join("spd.pid");
-    let status = Command::new("speech-dispatcher")
-        .args(["-d", "-t", "0", "-C"])
-        .arg(&conf)
-        .arg("-L")
-        .arg(root.join("log"))
-        .arg("-P")
-        .arg(&pidfile)
-        .env("HOME", &home)
-        .env("XDG_RUNTIME_DIR", &run)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("speech-dispatcher is installed (apt install speech-dispatcher)");
-    assert!(status.success());
-    let server = Server { pidfile };
-    let sock = run.join("speech-dispatcher/speechd.sock");
-    let t = Instant::now();
-    while !sock.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "no speech-dispatcher socket"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::env::set_var("HOME", &home);
-    std::env::set_var("XDG_RUNTIME_DIR", &run);
-    std::env::set_var("SPEECHD_ADDRESS", format!("unix_socket:{}", sock.display()));
-    (server, sock)
-}
+use speechd::Server;
 
 fn wait_silent(d: &mut Dispatcher) {
     let t = Instant::now();
@@ -95,7 +31,7 @@ fn wait_silent(d: &mut Dispatcher) {
 #[test]
 fn speech_dispatcher_speaks_stops_and_narrates_for_real() {
     let root = tempfile::tempdir().unwrap();
-    let (_server, _sock) = start_server(root.path());
+    let _server = Server::start(root.path());
 
     let cfg = SpeechConfig {
         rate: 40,
