@@ -1,7 +1,8 @@
 //! Cancelling a description reaches into the image encoder: `cancel` is polled between the
 //! encoder's blocks as well as before every token, so a detail request or a shutdown does not wait
 //! for a whole high-resolution encoding. An abandoned encoding leaves the model as it was: the next
-//! description is identical to one made before it.
+//! description is identical to one made before it. And a picture just encoded (the daemon's scene
+//! watch embeds the frame it then describes) is not encoded again.
 
 mod common;
 
@@ -21,6 +22,8 @@ fn run(m: &mut FastVlm, stop_at: usize) -> (Generation, usize, String) {
         ignore_eos: true,
         ..GenerationParams::default()
     };
+    // encode every time: this test is about the encoder pass
+    m.forget_encoding();
     let calls = Cell::new(0usize);
     let cancel = || {
         calls.set(calls.get() + 1);
@@ -73,5 +76,70 @@ fn cancel_stops_the_encoder_between_blocks_and_leaves_the_model_intact() {
         let (again, _, text_again) = run(&mut m, 0);
         assert_eq!(again.token_ids, full.token_ids, "{layout}");
         assert_eq!(text_again, text, "{layout}");
+    }
+}
+
+#[test]
+fn the_picture_just_encoded_is_described_without_encoding_it_again() {
+    let img = load_image("../images/landscape_640x480.png");
+    let other = load_image("../images/portrait_300x500.png");
+    let params = GenerationParams {
+        max_tokens: TOKENS,
+        ignore_eos: true,
+        ..GenerationParams::default()
+    };
+    let describe = |m: &mut FastVlm, image: &image::RgbImage, res: u32| {
+        m.generate(
+            image,
+            "Describe the image.",
+            res,
+            &params,
+            &mut |_| {},
+            &|| false,
+        )
+        .unwrap()
+    };
+    for layout in ["apple", "hf"] {
+        let mut fresh = FastVlm::load(&model_dir(layout), Precision::F32).unwrap();
+        let want = describe(&mut fresh, &img, 256);
+        assert!(
+            !want.reused_encoding,
+            "{layout}: a new model remembers nothing"
+        );
+
+        let mut m = FastVlm::load(&model_dir(layout), Precision::F32).unwrap();
+        let scene = m.scene_embedding(&img, 256).unwrap();
+        let got = describe(&mut m, &img, 256);
+        assert!(
+            got.reused_encoding,
+            "{layout}: the embedded frame was encoded again"
+        );
+        assert_eq!(got.token_ids, want.token_ids, "{layout}");
+        assert_eq!(got.timings.vision_ms, 0.0);
+        // and the other way round: the described picture's embedding is the one computed anew
+        let again = m.scene_embedding(&img, 256).unwrap();
+        assert_eq!(again.embedding, scene.embedding, "{layout}");
+
+        // another resolution, another picture, one pixel changed: encoded anew
+        assert!(
+            !describe(&mut m, &img, 512).reused_encoding,
+            "{layout}: resolution"
+        );
+        assert!(describe(&mut m, &img, 512).reused_encoding, "{layout}");
+        assert!(
+            !describe(&mut m, &other, 512).reused_encoding,
+            "{layout}: picture"
+        );
+        let mut touched = other.clone();
+        touched.get_pixel_mut(0, 0).0[0] ^= 1;
+        assert!(
+            !describe(&mut m, &touched, 512).reused_encoding,
+            "{layout}: one pixel"
+        );
+        m.forget_encoding();
+        assert!(
+            !describe(&mut m, &touched, 512).reused_encoding,
+            "{layout}: forgotten"
+        );
     }
 }

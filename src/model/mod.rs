@@ -21,6 +21,7 @@ pub mod vision;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Module, Tensor};
@@ -186,6 +187,22 @@ pub struct Generation {
     pub cancelled: bool,
     /// True when generation ended on an end-of-turn token (not on the token limit).
     pub stopped_on_eos: bool,
+    /// True when the image's encoding was the one remembered from the previous call on the same
+    /// picture at the same resolution (no preprocessing or encoder pass was needed).
+    pub reused_encoding: bool,
+}
+
+/// The last picture encoded by [`FastVlm::scene_embedding`] or [`FastVlm::generate`], with its
+/// encoder and projector outputs: the daemon describes the very frame whose embedding showed a
+/// change, and a scene description then starts without encoding that frame again. A hit needs the
+/// same resolution and byte-for-byte the same pixels, so it can never describe the wrong picture.
+struct RememberedEncoding {
+    resolution: u32,
+    width: u32,
+    height: u32,
+    pixels: Vec<u8>,
+    image_features: Tensor,
+    projected: Tensor,
 }
 
 /// A loaded FastVLM.
@@ -197,6 +214,7 @@ pub struct FastVlm {
     llm: Qwen2,
     tokenizer: Option<TextTokenizer>,
     precision: Precision,
+    remembered: Mutex<Option<RememberedEncoding>>,
     /// Decoding settings used by the [`Describer`] implementation (the daemon).
     pub describe_params: GenerationParams,
 }
@@ -241,6 +259,7 @@ impl FastVlm {
             llm,
             tokenizer,
             precision,
+            remembered: Mutex::new(None),
             describe_params: GenerationParams {
                 max_tokens: 64,
                 ..Default::default()
@@ -366,13 +385,52 @@ impl FastVlm {
         image: &RgbImage,
         resolution: u32,
     ) -> Result<SceneEmbedding, ModelError> {
-        let enc = self.encode_pixels(&self.preprocess(image, resolution)?)?;
-        let embedding = pooled_embedding(&enc.image_features)?;
+        let (image_features, projector_output) = match self.recall(image, resolution) {
+            Some(known) => known,
+            None => {
+                let enc = self.encode_pixels(&self.preprocess(image, resolution)?)?;
+                self.remember(image, resolution, &enc);
+                (enc.image_features, enc.projected)
+            }
+        };
+        let embedding = pooled_embedding(&image_features)?;
         Ok(SceneEmbedding {
-            image_features: enc.image_features,
-            projector_output: enc.projected,
+            image_features,
+            projector_output,
             embedding,
         })
+    }
+
+    /// The remembered image features and projector output of `image` at `resolution`, if it is
+    /// the picture encoded last.
+    fn recall(&self, image: &RgbImage, resolution: u32) -> Option<(Tensor, Tensor)> {
+        let guard = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
+        let r = guard.as_ref()?;
+        (r.resolution == resolution
+            && (r.width, r.height) == image.dimensions()
+            && r.pixels.as_slice() == image.as_raw().as_slice())
+        .then(|| (r.image_features.clone(), r.projected.clone()))
+    }
+
+    fn remember(&self, image: &RgbImage, resolution: u32, enc: &ImageEncoding) {
+        let mut guard = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
+        // reuse the previous copy's buffer: frames of one camera have one size
+        let mut pixels = guard.take().map(|r| r.pixels).unwrap_or_default();
+        pixels.clear();
+        pixels.extend_from_slice(image.as_raw());
+        *guard = Some(RememberedEncoding {
+            resolution,
+            width: image.width(),
+            height: image.height(),
+            pixels,
+            image_features: enc.image_features.clone(),
+            projected: enc.projected.clone(),
+        });
+    }
+
+    /// Forgets the remembered encoding, so the next call encodes its picture anew.
+    pub fn forget_encoding(&self) {
+        *self.remembered.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Token ids of the chat prompt for `question`, around the image slot.
@@ -450,27 +508,36 @@ impl FastVlm {
         let t0 = Instant::now();
         let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
         let prompt = self.prompt_ids(question)?;
-        let pixels = self.preprocess(image, resolution)?;
-        let preprocess_ms = ms(t0);
-        let t1 = Instant::now();
-        let Some(enc) = self.encode_pixels_until(&pixels, cancel)? else {
-            // cancelled while looking at the picture: nothing was said yet
-            return Ok(Generation {
-                text: String::new(),
-                token_ids: vec![],
-                prompt_tokens: 0,
-                timings: Timings {
-                    preprocess_ms,
-                    vision_ms: ms(t1),
-                    total_ms: ms(t0),
-                    ..Timings::default()
-                },
-                cancelled: true,
-                stopped_on_eos: false,
-            });
-        };
-        let vision_ms = ms(t1);
-        let embeds = self.input_embeds(&prompt, &enc.projected)?;
+        let (projected, preprocess_ms, vision_ms, reused_encoding) =
+            match self.recall(image, resolution) {
+                Some((_, projected)) => (projected, 0.0, 0.0, true),
+                None => {
+                    let pixels = self.preprocess(image, resolution)?;
+                    let preprocess_ms = ms(t0);
+                    let t1 = Instant::now();
+                    let Some(enc) = self.encode_pixels_until(&pixels, cancel)? else {
+                        // cancelled while looking at the picture: nothing was said yet
+                        return Ok(Generation {
+                            text: String::new(),
+                            token_ids: vec![],
+                            prompt_tokens: 0,
+                            timings: Timings {
+                                preprocess_ms,
+                                vision_ms: ms(t1),
+                                total_ms: ms(t0),
+                                ..Timings::default()
+                            },
+                            cancelled: true,
+                            stopped_on_eos: false,
+                            reused_encoding: false,
+                        });
+                    };
+                    let vision_ms = ms(t1);
+                    self.remember(image, resolution, &enc);
+                    (enc.projected, preprocess_ms, vision_ms, false)
+                }
+            };
+        let embeds = self.input_embeds(&prompt, &projected)?;
         let prompt_tokens = embeds.dim(1)?;
         let t2 = Instant::now();
         let hidden = self.prefill(&embeds)?;
@@ -540,6 +607,7 @@ impl FastVlm {
             },
             cancelled,
             stopped_on_eos,
+            reused_encoding,
         })
     }
 }
