@@ -383,12 +383,16 @@ fn a_picture_folder_that_vanishes_and_returns_is_picked_up_again() {
 #[test]
 fn a_full_disk_under_the_narration_log_does_not_stop_narration() {
     let d = start(picture_folder, SCENES, Some("/dev/full"), None);
+    // the picture's scene narration first, so the detail requests are the last narrations
+    wait_for(Duration::from_secs(30), "the scene narration", || {
+        d.status()["frames"]["described"].as_u64().unwrap() >= 1
+    });
     let r = d.req(r#"{"cmd":"describe"}"#);
     assert_eq!(r["reply"], "narration", "{r}");
     let r = d.req(r#"{"cmd":"describe"}"#);
     assert_eq!(r["reply"], "narration", "{r}");
     let s = d.status();
-    assert!(s["frames"]["described"].as_u64().unwrap() >= 2, "{s}");
+    assert!(s["frames"]["described"].as_u64().unwrap() >= 3, "{s}");
     assert_eq!(s["last_narration"]["text"], "A view at 512 pixels.", "{s}");
     assert_eq!(d.req(r#"{"cmd":"stop"}"#)["reply"], "accepted");
     assert_eq!(d.join().0.unwrap(), Stopped::Requested);
