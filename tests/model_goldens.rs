@@ -306,7 +306,9 @@ fn generation_stops_on_eos_on_the_limit_and_on_cancel() {
         .unwrap();
     assert_eq!(out.token_ids.len(), 3);
     assert!(!out.cancelled);
-    // cancel after two tokens (the encoder polls `cancel` before its stem and after every block)
+    // cancel after two tokens (the encoder polls `cancel` before its stem and after every block;
+    // the picture is encoded anew rather than recalled from the runs above)
+    m.forget_encoding();
     let encoder_polls = 1 + m.config.vision.layers.iter().sum::<usize>();
     let count = std::cell::Cell::new(0);
     let params = GenerationParams {
