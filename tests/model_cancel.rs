@@ -143,3 +143,51 @@ fn the_picture_just_encoded_is_described_without_encoding_it_again() {
         );
     }
 }
+
+#[test]
+fn the_encoders_buffer_pool_does_not_grow_from_encode_to_encode() {
+    // Every encoder pass borrows its activation buffers from a pool and gives them back; the
+    // final one leaves as the image features. The pool must hold the same buffers after every
+    // pass — completed, cancelled, at another resolution — or a daemon encoding a frame a second
+    // grows it (and slows down) for as long as it runs. 10 000 passes with SCENESAY_HEAVY_TESTS=1.
+    let heavy = std::env::var("SCENESAY_HEAVY_TESTS").is_ok_and(|v| v == "1");
+    let passes = if heavy { 10_000 } else { 1_000 };
+    let m = FastVlm::load(&model_dir("hf"), Precision::F32).unwrap();
+    let img = load_image("../images/landscape_640x480.png");
+    let small = m.preprocess(&img, 64).unwrap();
+    let large = m.preprocess(&img, 128).unwrap();
+    let cancelled = |m: &FastVlm, polls: usize| {
+        let n = std::cell::Cell::new(0);
+        let stop = || {
+            n.set(n.get() + 1);
+            n.get() > polls
+        };
+        assert!(m.encode_pixels_until(&small, &stop).unwrap().is_none());
+    };
+    // one round of everything, twice, to fill the pool
+    let round = |m: &FastVlm, i: usize| {
+        m.encode_pixels(&small).unwrap();
+        if i % 10 == 0 {
+            m.encode_pixels(&large).unwrap();
+        }
+        if i % 7 == 0 {
+            cancelled(m, 1 + i % 5);
+        }
+    };
+    // a cancelled pass keeps its last buffer, a completed one hands it out: the count moves by
+    // one between kinds of pass, so the bound is the most seen over two full cycles (70 rounds)
+    let mut settled = 0;
+    for i in 0..140 {
+        round(&m, i);
+        settled = settled.max(m.vision().pool_buffers());
+    }
+    assert!(settled > 0);
+    for i in 0..passes {
+        round(&m, i);
+        let n = m.vision().pool_buffers();
+        assert!(
+            n <= settled,
+            "after {i} more passes the pool holds {n} entries, more than {settled}"
+        );
+    }
+}

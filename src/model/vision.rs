@@ -201,56 +201,42 @@ impl Nhwc {
 }
 
 /// Buffers reused from one layer (and one call) to the next, so large activations are not
-/// allocated, page-faulted and zeroed afresh every time.
+/// allocated and page-faulted afresh every time.
+///
+/// The pool owns only the buffers given back to it, each an ordinary `Vec` whose length is what
+/// has been initialised: it keeps no record of buffers handed out (one that never comes back, like
+/// the encoder's output, is simply gone), so nothing in it can go stale, and it has no `unsafe`.
 #[derive(Debug, Default)]
 struct Pool {
-    /// Each buffer with the length up to which it has ever been initialised.
-    free: Vec<(Vec<f32>, usize)>,
-    /// Buffers handed out: (address, capacity, initialised length), to restore that length when
-    /// the same allocation comes back.
-    lent: Vec<(usize, usize, usize)>,
+    free: Vec<Vec<f32>>,
 }
 
 impl Pool {
-    /// A buffer of `len` floats (contents unspecified: every kernel overwrites its output).
+    /// A buffer of `len` floats (contents unspecified: every kernel overwrites its output). Picks
+    /// the shortest buffer already initialised to `len` or more (nothing to write), else the
+    /// smallest that has the capacity (its tail is zero-filled), else the largest (it grows).
     fn take(&mut self, len: usize) -> Vec<f32> {
-        let fits = |(v, _): &(Vec<f32>, usize)| v.capacity() >= len;
-        let best = self
-            .free
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| fits(e))
-            .min_by_key(|(_, (v, _))| v.capacity())
+        let free = &self.free;
+        let pick = (0..free.len())
+            .filter(|&i| free[i].len() >= len)
+            .min_by_key(|&i| free[i].len())
             .or_else(|| {
-                self.free
-                    .iter()
-                    .enumerate()
-                    .max_by_key(|(_, (v, _))| v.capacity())
+                (0..free.len())
+                    .filter(|&i| free[i].capacity() >= len)
+                    .min_by_key(|&i| free[i].capacity())
             })
-            .map(|(i, _)| i);
-        let (mut v, init) = best.map(|i| self.free.swap_remove(i)).unwrap_or_default();
-        if init >= len {
-            // SAFETY: the first `init` elements were initialised when the buffer last held them
-            // (truncating a Vec does not de-initialise its memory), and f32 has no drop glue.
-            unsafe { v.set_len(len) };
+            .or_else(|| (0..free.len()).max_by_key(|&i| free[i].capacity()));
+        let mut v = pick.map(|i| self.free.swap_remove(i)).unwrap_or_default();
+        if v.len() >= len {
+            v.truncate(len);
         } else {
-            // SAFETY: as above for the first `init` elements; the rest is zero-filled by resize.
-            unsafe { v.set_len(init.min(v.capacity())) };
             v.resize(len, 0.0);
         }
-        self.lent
-            .push((v.as_ptr() as usize, v.capacity(), init.max(len)));
         v
     }
 
     fn put(&mut self, v: Vec<f32>) {
-        let key = (v.as_ptr() as usize, v.capacity());
-        let init = match self.lent.iter().position(|&(p, c, _)| (p, c) == key) {
-            // same allocation as lent out: everything initialised then is still initialised
-            Some(i) => self.lent.swap_remove(i).2.max(v.len()),
-            None => v.len(),
-        };
-        self.free.push((v, init));
+        self.free.push(v);
     }
 }
 
@@ -692,6 +678,16 @@ impl FastViTHD {
             final_conv,
             pool: Mutex::new(Pool::default()),
         })
+    }
+
+    /// How many entries the activation-buffer pool holds between passes (for tests: it must not
+    /// grow from pass to pass).
+    pub fn pool_buffers(&self) -> usize {
+        self.pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .free
+            .len()
     }
 
     /// Runs the encoder on `pixels` (`[3, R, R]` in [0, 1]); returns `[out_channels, R/64, R/64]`.
