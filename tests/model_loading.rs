@@ -400,3 +400,161 @@ fn full_size_random_checkpoints_of_the_real_shapes_load_and_run() {
         assert!(g.token_ids.iter().all(|&t| (t as usize) < 151936));
     }
 }
+
+// ---- configuration keys that change the computation --------------------------------------------
+
+#[test]
+fn config_keys_that_change_the_computation_are_refused_by_name_and_value() {
+    use serde_json::json;
+    // (layout, path to the key, value, text the error must show besides the key)
+    let cases: Vec<(&str, Vec<&str>, serde_json::Value, &str)> = vec![
+        ("apple", vec!["mm_use_im_start_end"], json!(true), "true"),
+        (
+            "apple",
+            vec!["image_aspect_ratio"],
+            json!("anyres"),
+            "anyres",
+        ),
+        (
+            "apple",
+            vec!["image_aspect_ratio"],
+            json!("square"),
+            "square",
+        ),
+        ("apple", vec!["image_aspect_ratio"], json!(null), "null"),
+        (
+            "apple",
+            vec!["mm_patch_merge_type"],
+            json!("spatial_unpad"),
+            "spatial_unpad",
+        ),
+        ("apple", vec!["use_sliding_window"], json!(true), "true"),
+        (
+            "hf",
+            vec!["text_config", "use_sliding_window"],
+            json!(true),
+            "true",
+        ),
+        (
+            "hf",
+            vec!["text_config", "layer_types"],
+            json!(["full_attention", "sliding_attention"]),
+            "sliding_attention",
+        ),
+        ("hf", vec!["vision_feature_layer"], json!(-2), "-2"),
+        (
+            "hf",
+            vec!["vision_feature_layer"],
+            json!([-2, -1]),
+            "[-2,-1]",
+        ),
+        (
+            "hf",
+            vec!["vision_config", "model_args", "token_mixers"],
+            json!(["repmixer"]),
+            "repmixer",
+        ),
+        (
+            "hf",
+            vec!["vision_config", "model_args", "inference_mode"],
+            json!(false),
+            "false",
+        ),
+    ];
+    for (layout, path, value, shown) in cases {
+        let d = copy_model(layout);
+        let key = path.last().unwrap().to_string();
+        edit_config(d.path(), |v| {
+            let mut at = v;
+            for p in &path[..path.len() - 1] {
+                at = &mut at[*p];
+            }
+            at[key.as_str()] = value.clone();
+        });
+        let e = load_err(d.path());
+        println!("{layout} {path:?} = {value}: {e}");
+        assert!(
+            e.contains("config.json") && e.contains(&key) && e.contains(shown),
+            "{layout} {path:?} = {value}: {e}"
+        );
+    }
+}
+
+#[test]
+fn config_values_the_reference_ignores_or_defaults_still_load() {
+    use serde_json::json;
+    // Apple's MobileCLIP tower always returns its last feature map: the LLaVA selection keys
+    // the released configs carry (`mm_vision_select_layer: -2`, `patch`) do not apply to it
+    let d = copy_model("apple");
+    edit_config(d.path(), |v| {
+        v["mm_vision_select_layer"] = json!(-1);
+        v["mm_vision_select_feature"] = json!("cls_patch");
+        v["use_sliding_window"] = json!(false);
+        v["mm_patch_merge_type"] = json!("flat");
+        v.as_object_mut().unwrap().remove("mm_use_im_start_end");
+    });
+    FastVlm::load(d.path(), Precision::F32).unwrap();
+    let d = copy_model("hf");
+    edit_config(d.path(), |v| {
+        v["vision_feature_layer"] = json!([-1]);
+        v["vision_config"]["model_args"]["drop_path_rate"] = json!(0.1);
+        v["text_config"]["sliding_window"] = json!(4096);
+    });
+    FastVlm::load(d.path(), Precision::F32).unwrap();
+    // the full-size configs of the reference's own files load as they are
+    for layout in ["apple", "hf"] {
+        let m: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                fixtures().join(format!("full-size/fastvlm-0.5b-{layout}.json")),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        scenesay::model::FastVlmConfig::from_json(&m["config"], Path::new("config.json"))
+            .unwrap_or_else(|e| panic!("{layout}: {e}"));
+    }
+}
+
+// ---- narrowing to f16 --------------------------------------------------------------------------
+
+#[test]
+fn f16_refuses_weights_beyond_its_range_naming_the_tensor() {
+    // f16 tops out at 65504; bf16 and f32 checkpoints can hold far more. A weight that would
+    // become infinity is refused with its name, value and what to use instead.
+    for (layout, name) in [
+        ("hf", "model.language_model.layers.1.mlp.up_proj.weight"),
+        ("apple", "model.embed_tokens.weight"),
+    ] {
+        for dtype in [DType::BF16, DType::F32] {
+            let d = copy_model(layout);
+            let mut t = tensors(d.path());
+            let w = &t[name];
+            let mut v = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            v[17] = 1e6;
+            let shape = w.dims().to_vec();
+            t.insert(
+                name.into(),
+                Tensor::from_vec(v, shape, &Device::Cpu)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap(),
+            );
+            save(d.path(), &t);
+            let e = match FastVlm::load(d.path(), Precision::F16) {
+                Ok(_) => panic!("{layout} {dtype:?}: loaded as f16"),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                e.contains(name) && e.contains("f16") && e.contains("bf16"),
+                "{layout} {dtype:?}: {e}"
+            );
+            assert!(e.contains("65504"), "{e}");
+            // the same weights load at the other precisions
+            for ok in [Precision::Bf16, Precision::F32] {
+                FastVlm::load(d.path(), ok).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+            }
+        }
+    }
+    // values inside the range load as f16 (the fixture itself)
+    FastVlm::load(&model_dir("hf"), Precision::F16).unwrap();
+}

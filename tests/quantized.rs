@@ -140,3 +140,158 @@ fn quantize_refuses_a_non_empty_output_and_a_quantized_input() {
     let e = quantize_checkpoint(&q, &dir.path().join("again"), Bits::Four, |_, _| {}).unwrap_err();
     assert!(e.to_string().contains("already quantized"), "{e}");
 }
+
+#[test]
+fn a_quantized_directory_is_marked_so_other_loaders_refuse_it() {
+    // transformers and Apple's code would load the safetensors part of a quantized directory
+    // and fill the missing LLM matrices with random numbers, warning only. The config names an
+    // architecture and model type no other loader knows, and the weights file declares a format
+    // transformers refuses to read; scenesay still loads it, in its original layout.
+    for layout in ["hf", "apple"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("q");
+        quantize_checkpoint(&model_dir(layout), &out, Bits::Eight, |_, _| {}).unwrap();
+        let read = |d: &std::path::Path| -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(d.join("config.json")).unwrap()).unwrap()
+        };
+        let (orig, q) = (read(&model_dir(layout)), read(&out));
+        assert_ne!(q["model_type"], orig["model_type"], "{layout}");
+        for known in ["fast_vlm", "llava_qwen2", "qwen2", "llava"] {
+            assert_ne!(q["model_type"], known, "{layout}");
+        }
+        let archs = q["architectures"].as_array().unwrap();
+        for a in orig["architectures"].as_array().unwrap() {
+            assert!(!archs.contains(a), "{layout}: still {a}");
+        }
+        // the weights file is not a plain PyTorch-format safetensors file
+        let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let format = meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("format").cloned());
+        assert!(
+            format.is_some() && !["pt", "tf", "flax", "mlx"].contains(&format.as_deref().unwrap()),
+            "{layout}: format {format:?}"
+        );
+        let m = FastVlm::load(&out, Precision::F32).unwrap();
+        let want = if layout == "hf" {
+            scenesay::model::Layout::Hf
+        } else {
+            scenesay::model::Layout::Apple
+        };
+        assert_eq!(m.config.layout, want);
+        assert!(
+            m.precision_name().contains("q8_0"),
+            "{}",
+            m.precision_name()
+        );
+        // the mark without the quantized matrices is an error, not a silently plain model
+        std::fs::remove_file(out.join("model.gguf")).unwrap();
+        let e = FastVlm::load(&out, Precision::F32)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("model.gguf"), "{e}");
+    }
+}
+
+/// Deterministic values in [-0.5, 0.5).
+fn noise(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
+#[test]
+fn quantized_layers_compute_what_f32_computes_on_the_dequantized_weights() {
+    // The kernels are weight-only (activations and sums in f32): their only error is the weights'
+    // rounding, so against f32 arithmetic on the dequantized weights each output may differ only
+    // by f32 summation order: |Δ| ≤ 1e-5 · Σ_p |x_p · w_p| (measured ≤ 1e-7 of it).
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Tensor};
+    use scenesay::model::kernels::gemm::Residual;
+    use scenesay::model::linear::Linear;
+    for fmt in [GgmlDType::Q8_0, GgmlDType::Q4_1] {
+        for (n, k) in [(8, 32), (48, 64), (100, 96), (130, 896), (896, 224)] {
+            let w = noise(n as u64 * 31 + k as u64, n * k);
+            let q = QTensor::quantize(&Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap(), fmt)
+                .unwrap();
+            let deq = flat(&q.dequantize(&Device::Cpu).unwrap());
+            let bias = noise(k as u64, n);
+            let lin = Linear::quantized(&q, Some(bias.clone())).unwrap();
+            for m in [1, 2, 3, 5, 17, 64] {
+                let x = noise((m * 7 + n) as u64, m * k);
+                let mut out = vec![0f32; m * n];
+                lin.forward(&x, m, &mut out, n, Residual::None).unwrap();
+                let mut worst = 0f64;
+                for i in 0..m {
+                    for j in 0..n {
+                        let terms = (0..k).map(|p| x[i * k + p] as f64 * deq[j * k + p] as f64);
+                        let want: f64 = terms.clone().sum::<f64>() + bias[j] as f64;
+                        let size: f64 = terms.map(f64::abs).sum::<f64>() + bias[j].abs() as f64;
+                        let r = (out[i * n + j] as f64 - want).abs() / size;
+                        worst = worst.max(r);
+                    }
+                }
+                assert!(worst <= 1e-5, "{fmt:?} {n}×{k}, {m} rows: {worst:.2e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_quantized_model_equals_the_f32_model_of_its_dequantized_weights() {
+    // The whole quantized model against an f32 checkpoint holding exactly its dequantized
+    // matrices: the logits of every position of the golden prompt agree to f32 summation order
+    // (measured in the comment of the assertion), not merely to a quantization error.
+    use candle_core::quantized::gguf_file;
+    use candle_core::{DType, Device};
+    for bits in [Bits::Eight, Bits::Four] {
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path().join("q");
+        quantize_checkpoint(&model_dir("hf"), &q, bits, |_, _| {}).unwrap();
+        // the f32 twin: the plain tensors and every GGUF matrix dequantized
+        let deq = dir.path().join("deq");
+        std::fs::create_dir(&deq).unwrap();
+        let mut t =
+            candle_core::safetensors::load(q.join("model.safetensors"), &Device::Cpu).unwrap();
+        let mut f = std::fs::File::open(q.join("model.gguf")).unwrap();
+        let content = gguf_file::Content::read(&mut f).unwrap();
+        for name in content.tensor_infos.keys() {
+            let qt = content.tensor(&mut f, name, &Device::Cpu).unwrap();
+            t.insert(
+                name.clone(),
+                qt.dequantize(&Device::Cpu)
+                    .unwrap()
+                    .to_dtype(DType::F32)
+                    .unwrap(),
+            );
+        }
+        candle_core::safetensors::save(&t, deq.join("model.safetensors")).unwrap();
+        for e in std::fs::read_dir(model_dir("hf")).unwrap() {
+            let name = e.unwrap().file_name();
+            if name != "model.safetensors" {
+                std::fs::copy(model_dir("hf").join(&name), deq.join(&name)).unwrap();
+            }
+        }
+        let mut qm = FastVlm::load(&q, Precision::F32).unwrap();
+        let mut fm = FastVlm::load(&deq, Precision::F32).unwrap();
+        assert_eq!(fm.precision_name(), "f32");
+        let (got, want) = (teacher_forced(&mut qm), teacher_forced(&mut fm));
+        let mut worst = 0f32;
+        for ((gt, gl), (wt, wl)) in got.iter().zip(&want) {
+            let scale = wl.iter().fold(0f32, |a, v| a.max(v.abs()));
+            worst = worst.max(max_abs_diff(gl, wl) / scale);
+            assert_eq!(gt, wt, "{bits:?}: argmax");
+        }
+        println!("{bits:?}: logits max |Δ| / max |logit| = {worst:.2e}");
+        assert!(worst <= 1e-5, "{bits:?}: {worst:.2e}");
+    }
+}

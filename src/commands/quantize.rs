@@ -62,5 +62,9 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         report.gguf_bytes as f64 / 1e6,
         report.safetensors_bytes as f64 / 1e6
     );
+    eprintln!(
+        "the copy is marked as scenesay's own (model type `{}`): transformers and Apple's code refuse it",
+        crate::model::quantize::QUANTIZED_MODEL_TYPE
+    );
     Ok(exit::OK)
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use super::quantize::{QUANTIZED_KEY, QUANTIZED_MODEL_TYPE};
 use super::ModelError;
 
 /// Which checkpoint layout a directory uses (decides every weight name).
@@ -139,7 +140,9 @@ pub struct TextConfig {
     pub rope_theta: f64,
     pub max_position_embeddings: usize,
     pub tie_word_embeddings: bool,
-    /// Token ids that end generation.
+    /// Token ids the checkpoint names as ending generation: `eos_token_id` of config.json (text
+    /// config and top level) and, when read with [`FastVlmConfig::from_dir`], of
+    /// generation_config.json. The model also stops at its tokenizer's end-of-turn tokens.
     pub eos_token_ids: Vec<u32>,
 }
 
@@ -156,6 +159,9 @@ pub struct FastVlmConfig {
     /// The id that marks image positions in `input_ids` (HF layout); Apple checkpoints have none and
     /// splice at the text `<image>`.
     pub image_token_id: Option<u32>,
+    /// Written by `scenesay quantize`: the LLM matrices are in `model.gguf` (see
+    /// [`super::quantize::QUANTIZED_MODEL_TYPE`]).
+    pub quantized: bool,
 }
 
 fn bad(path: &Path, msg: impl Into<String>) -> ModelError {
@@ -202,16 +208,153 @@ fn f64_list(v: &Value, key: &str, path: &Path, section: &str) -> Result<Vec<f64>
         .ok_or_else(|| bad(path, format!("`{section}{key}` must be a list of numbers")))
 }
 
-fn eos_ids(v: &Value) -> Vec<u32> {
+/// `eos_token_id` of a config object: absent / null, one id, or a list of ids.
+fn eos_ids(v: &Value, path: &Path, section: &str) -> Result<Vec<u32>, ModelError> {
+    let bad_eos = || {
+        bad(
+            path,
+            format!(
+                "`{section}eos_token_id` is `{}`; it must be a token id or a list of token ids",
+                v["eos_token_id"]
+            ),
+        )
+    };
+    let id = |x: &Value| {
+        x.as_u64()
+            .filter(|&i| i <= u32::MAX as u64)
+            .map(|i| i as u32)
+            .ok_or_else(bad_eos)
+    };
     match v.get("eos_token_id") {
-        Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(|x| x.as_u64())
-            .map(|x| x as u32)
-            .collect(),
-        _ => vec![],
+        None | Some(Value::Null) => Ok(vec![]),
+        Some(Value::Array(a)) => a.iter().map(id).collect(),
+        Some(x) => Ok(vec![id(x)?]),
     }
+}
+
+/// Adds the ids of `more` not yet in `ids`, keeping the order.
+fn add_ids(ids: &mut Vec<u32>, more: impl IntoIterator<Item = u32>) {
+    for i in more {
+        if !ids.contains(&i) {
+            ids.push(i);
+        }
+    }
+}
+
+/// Refuses Qwen2 sliding-window attention, which FastVLM's checkpoints do not use and this
+/// decoder does not implement (every layer attends to the whole sequence).
+fn no_sliding_window(t: &Value, path: &Path, section: &str) -> Result<(), ModelError> {
+    match t.get("use_sliding_window") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+        Some(v) => {
+            return Err(bad(
+                path,
+                format!(
+                    "`{section}use_sliding_window` is `{v}`; sliding-window attention is not supported \
+                     (FastVLM's checkpoints set it to false)"
+                ),
+            ))
+        }
+    }
+    if let Some(types) = t.get("layer_types").filter(|x| !x.is_null()) {
+        let all_full = types
+            .as_array()
+            .is_some_and(|a| a.iter().all(|x| x.as_str() == Some("full_attention")));
+        if !all_full {
+            return Err(bad(
+                path,
+                format!(
+                    "`{section}layer_types` is `{types}`; only `full_attention` layers are supported \
+                     (sliding-window attention is not)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Apple-layout keys that change the prompt or the preprocessing from what scenesay implements
+/// (LLaVA's `llava_arch.py` / `mm_utils.py` as FastVLM uses them). The LLaVA selection keys
+/// `mm_vision_select_layer` / `mm_vision_select_feature` are not checked: Apple's MobileCLIP tower
+/// ignores them and always returns its final feature map.
+fn apple_prompt_and_preprocessing(v: &Value, path: &Path) -> Result<(), ModelError> {
+    match v.get("mm_use_im_start_end") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+        Some(x) => return Err(bad(
+            path,
+            format!(
+                "`mm_use_im_start_end` is `{x}`; wrapping the image in <im_start>/<im_end> tokens \
+                     is not supported (FastVLM's checkpoints set it to false)"
+            ),
+        )),
+    }
+    // Apple pads to a square only for `pad`; anything else (missing included) crops or tiles
+    match v.get("image_aspect_ratio") {
+        Some(Value::String(x)) if x == "pad" => {}
+        other => {
+            return Err(bad(
+                path,
+                format!(
+                    "`image_aspect_ratio` is `{}`; only `pad` (FastVLM's setting: the picture is \
+                     padded to a square) is supported",
+                    other.unwrap_or(&Value::Null)
+                ),
+            ))
+        }
+    }
+    match v.get("mm_patch_merge_type") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(x)) if x == "flat" => {}
+        Some(x) => {
+            return Err(bad(
+                path,
+                format!("`mm_patch_merge_type` is `{x}`; only `flat` is supported"),
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// The timm `fastvit_mci3` arguments of the HF layout: the sizes read here, `inference_mode`
+/// (which must be true: the weights are the reparameterised ones) and regularisation rates that
+/// do nothing at inference. Any other argument would build another network.
+fn known_model_args(ma: &Value, path: &Path) -> Result<(), ModelError> {
+    let Some(map) = ma.as_object() else {
+        return if ma.is_null() {
+            Ok(())
+        } else {
+            Err(bad(
+                path,
+                format!("`vision_config.model_args` is `{ma}`; it must be an object"),
+            ))
+        };
+    };
+    for (k, x) in map {
+        match k.as_str() {
+            "layers" | "embed_dims" | "mlp_ratios" => {}
+            "drop_rate" | "proj_drop_rate" | "drop_path_rate" => {}
+            "inference_mode" if x.as_bool() == Some(true) => {}
+            "inference_mode" => {
+                return Err(bad(
+                    path,
+                    format!(
+                        "`vision_config.model_args.inference_mode` is `{x}`; only reparameterised \
+                         (inference_mode true) FastViTHD weights are supported"
+                    ),
+                ))
+            }
+            _ => {
+                return Err(bad(
+                    path,
+                    format!(
+                        "`vision_config.model_args.{k}` is `{x}`; this FastViTHD argument is not \
+                         supported (known: layers, embed_dims, mlp_ratios, inference_mode)"
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 fn text_config(t: &Value, path: &Path, section: &str) -> Result<TextConfig, ModelError> {
@@ -223,6 +366,7 @@ fn text_config(t: &Value, path: &Path, section: &str) -> Result<TextConfig, Mode
             ));
         }
     }
+    no_sliding_window(t, path, section)?;
     let hidden_size = get_usize(t, "hidden_size", path, section)?;
     let num_attention_heads = get_usize(t, "num_attention_heads", path, section)?;
     let num_key_value_heads = match t.get("num_key_value_heads") {
@@ -309,7 +453,7 @@ fn text_config(t: &Value, path: &Path, section: &str) -> Result<TextConfig, Mode
             .get("tie_word_embeddings")
             .and_then(|x| x.as_bool())
             .unwrap_or(false),
-        eos_token_ids: eos_ids(t),
+        eos_token_ids: eos_ids(t, path, section)?,
     })
 }
 
@@ -324,7 +468,20 @@ impl FastVlmConfig {
         })?;
         let v: Value =
             serde_json::from_str(&text).map_err(|e| bad(&path, format!("not valid JSON: {e}")))?;
-        Self::from_json(&v, &path)
+        let mut config = Self::from_json(&v, &path)?;
+        // transformers' `generate` reads its stop ids from here when the file exists
+        let gen = dir.join("generation_config.json");
+        if gen.exists() {
+            let text = std::fs::read_to_string(&gen).map_err(|e| ModelError::MissingFile {
+                path: gen.clone(),
+                what: "the generation settings (unreadable)".into(),
+                cause: Some(e),
+            })?;
+            let g: Value = serde_json::from_str(&text)
+                .map_err(|e| bad(&gen, format!("not valid JSON: {e}")))?;
+            add_ids(&mut config.text.eos_token_ids, eos_ids(&g, &gen, "")?);
+        }
+        Ok(config)
     }
 
     /// Parses a `config.json` value; `path` is only used in error messages.
@@ -332,6 +489,28 @@ impl FastVlmConfig {
         match v.get("model_type").and_then(|m| m.as_str()) {
             Some("llava_qwen2") => Self::apple(v, path),
             Some("fast_vlm") => Self::hf(v, path),
+            Some(QUANTIZED_MODEL_TYPE) => {
+                let base = v
+                    .get(QUANTIZED_KEY)
+                    .and_then(|q| q.get("base_model_type"))
+                    .and_then(|m| m.as_str());
+                let mut c = match base {
+                    Some("llava_qwen2") => Self::apple(v, path)?,
+                    Some("fast_vlm") => Self::hf(v, path)?,
+                    other => {
+                        return Err(bad(
+                            path,
+                            format!(
+                                "`{QUANTIZED_KEY}.base_model_type` is `{}`; a checkpoint written by \
+                                 `scenesay quantize` names `llava_qwen2` or `fast_vlm` there",
+                                other.unwrap_or("missing")
+                            ),
+                        ))
+                    }
+                };
+                c.quantized = true;
+                Ok(c)
+            }
             Some(other) => Err(bad(
                 path,
                 format!("`model_type` is `{other}`; expected `llava_qwen2` (Apple FastVLM) or `fast_vlm` (transformers)"),
@@ -357,6 +536,7 @@ impl FastVlmConfig {
                 format!("`mm_vision_tower` is `{tower}`; only the FastViTHD tower `mobileclip_l_*` is supported"),
             ));
         }
+        apple_prompt_and_preprocessing(v, path)?;
         // `mobileclip_l_1024` → trained at 1024 px.
         let native_resolution = tower
             .rsplit('_')
@@ -418,6 +598,7 @@ impl FastVlmConfig {
         let empty = Value::Null;
         let ma = vc.get("model_args").unwrap_or(&empty);
         let s = "vision_config.model_args.";
+        known_model_args(ma, path)?;
         let layers = if ma.get("layers").is_some() {
             usize_list(ma, "layers", path, s)?
         } else {
@@ -461,6 +642,20 @@ impl FastVlmConfig {
                 ));
             }
         }
+        match v.get("vision_feature_layer") {
+            None | Some(Value::Null) => {}
+            Some(l) if l.as_i64() == Some(-1) => {}
+            Some(Value::Array(a)) if a.len() == 1 && a[0].as_i64() == Some(-1) => {}
+            Some(l) => {
+                return Err(bad(
+                    path,
+                    format!(
+                        "`vision_feature_layer` is `{l}`; FastVLM uses the encoder's last output (-1), \
+                         the only value supported"
+                    ),
+                ))
+            }
+        }
         let mm_hidden_size = vc
             .get("hidden_size")
             .and_then(|x| x.as_u64())
@@ -471,9 +666,7 @@ impl FastVlmConfig {
         if let Some(tie) = v.get("tie_word_embeddings").and_then(|x| x.as_bool()) {
             text.tie_word_embeddings = tie;
         }
-        if text.eos_token_ids.is_empty() {
-            text.eos_token_ids = eos_ids(v);
-        }
+        add_ids(&mut text.eos_token_ids, eos_ids(v, path, "")?);
         let image_token_id = v
             .get("image_token_index")
             .or_else(|| v.get("image_token_id"))
@@ -523,6 +716,7 @@ impl FastVlmConfig {
             mm_hidden_size,
             native_resolution,
             image_token_id,
+            quantized: false,
         })
     }
 }
@@ -543,7 +737,10 @@ mod tests {
             "vocab_size": 151936, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
             "max_position_embeddings": 32768, "tie_word_embeddings": true, "eos_token_id": 151645,
             "mm_hidden_size": 3072, "mm_projector_type": "mlp2x_gelu",
-            "mm_vision_tower": "mobileclip_l_1024", "hidden_act": "silu"
+            "mm_vision_tower": "mobileclip_l_1024", "hidden_act": "silu",
+            "image_aspect_ratio": "pad", "mm_patch_merge_type": "flat",
+            "mm_use_im_start_end": false, "mm_vision_select_layer": -2,
+            "use_sliding_window": false
         })
     }
 

@@ -213,6 +213,8 @@ pub struct FastVlm {
     projector: Projector,
     llm: Qwen2,
     tokenizer: Option<TextTokenizer>,
+    /// Token ids that end a generation (see [`stop_token_ids`]).
+    stop_ids: Vec<u32>,
     precision: Precision,
     remembered: Mutex<Option<RememberedEncoding>>,
     /// Decoding settings used by the [`Describer`] implementation (the daemon).
@@ -244,6 +246,16 @@ impl FastVlm {
             Layout::Apple => "model.",
             Layout::Hf => "model.language_model.",
         };
+        if config.quantized && !ck.has_quantized() {
+            return Err(ModelError::MissingFile {
+                path: dir.join(weights::GGUF_FILE),
+                what:
+                    "the quantized language-model matrices (config.json says `scenesay quantize` \
+                       wrote this directory)"
+                        .into(),
+                cause: None,
+            });
+        }
         let llm = Qwen2::load(&ck, prefix, &config.text, precision.dtype())?;
         ck.ensure_all_used()?;
         let tokenizer = if TextTokenizer::present(dir) {
@@ -251,6 +263,7 @@ impl FastVlm {
         } else {
             None
         };
+        let stop_ids = stop_token_ids(&config, tokenizer.as_ref());
         Ok(Self {
             config,
             dir: dir.to_path_buf(),
@@ -258,6 +271,7 @@ impl FastVlm {
             projector,
             llm,
             tokenizer,
+            stop_ids,
             precision,
             remembered: Mutex::new(None),
             describe_params: GenerationParams {
@@ -276,6 +290,11 @@ impl FastVlm {
     /// (`q8_0`, `q4_0+q4k`, …).
     pub fn precision_name(&self) -> String {
         self.llm.weights_name()
+    }
+
+    /// The token ids that end a generation.
+    pub fn stop_token_ids(&self) -> &[u32] {
+        &self.stop_ids
     }
 
     pub fn tokenizer(&self) -> Option<&TextTokenizer> {
@@ -543,7 +562,7 @@ impl FastVlm {
         let hidden = self.prefill(&embeds)?;
         let mut logits = self.last_logits(&hidden)?;
         let prefill_ms = ms(t2);
-        let eos = self.config.text.eos_token_ids.clone();
+        let eos = self.stop_ids.clone();
         let mut sampler = Sampler::new(params);
         let mut ids: Vec<u32> = vec![];
         let (mut cancelled, mut stopped_on_eos) = (false, false);
@@ -610,6 +629,23 @@ impl FastVlm {
             reused_encoding,
         })
     }
+}
+
+/// The ids that end a generation: every `eos_token_id` of config.json and generation_config.json
+/// and the tokenizer's `<|im_end|>` (the end of the assistant's turn in the ChatML prompt) and
+/// `<|endoftext|>`. Taking them all matters: the transformers conversion copies the base Qwen2's
+/// eos (`<|endoftext|>`) into its text config, and a model that never stopped at `<|im_end|>` would
+/// go on to invent the user's next turn and read it aloud.
+pub fn stop_token_ids(config: &FastVlmConfig, tokenizer: Option<&TextTokenizer>) -> Vec<u32> {
+    let mut ids = config.text.eos_token_ids.clone();
+    for t in ["<|im_end|>", "<|endoftext|>"] {
+        if let Some(id) = tokenizer.and_then(|tok| tok.token_to_id(t)) {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+    }
+    ids
 }
 
 /// Mean over tokens of `[N, C]` features, L2-normalised.

@@ -25,16 +25,26 @@ pub struct PromptIds {
 }
 
 impl PromptIds {
-    /// Tokenises `chat_prompt(question)`, split at the first image marker (Apple's
-    /// `tokenizer_image_token`; equivalent to transformers' added image token).
+    /// Tokenises `chat_prompt(question)` around the image marker (Apple's
+    /// `tokenizer_image_token`; equivalent to transformers' added image token). The template's
+    /// own control tokens are encoded as such; the question is encoded as plain text, so
+    /// `<|im_end|>`, `<|im_start|>` or `<image>` typed by a user are characters that cannot end
+    /// the turn, start a new one or ask for an image. Since the reference splits its prompt at
+    /// every control token anyway, an ordinary question gets exactly the reference's ids.
     pub fn new(tok: &TextTokenizer, question: &str) -> Result<Self, ModelError> {
-        let text = chat_prompt(question);
+        let text = chat_prompt("");
         let (a, b) = text
             .split_once(IMAGE_MARKER)
             .expect("the template holds the marker");
+        let (user_start, end) = b
+            .split_once("<|im_end|>")
+            .expect("the template ends the user turn");
+        debug_assert_eq!(user_start, "\n");
+        let mut after = tok.encode_plain(&format!("{user_start}{question}"))?;
+        after.extend(tok.encode(&format!("<|im_end|>{end}"))?);
         Ok(Self {
             before: tok.encode(a)?,
-            after: tok.encode(b)?,
+            after,
         })
     }
 

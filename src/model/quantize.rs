@@ -2,6 +2,13 @@
 //! gate/up/down, lm_head) go to `model.gguf` as GGUF Q8_0 (8-bit) or Q4_1 (4-bit), quantized with
 //! candle; everything else (the vision encoder, projector, norms, biases, token embeddings)
 //! stays in `model.safetensors` in its original dtype. The engine loads such a directory directly.
+//!
+//! Other loaders must not: transformers or Apple's code would read `model.safetensors`, find no
+//! LLM matrices and fill them with random numbers, warning only. So the directory is marked: its
+//! config.json names the architecture [`QUANTIZED_ARCHITECTURE`] and model type
+//! [`QUANTIZED_MODEL_TYPE`], which no other library knows (the original ones are kept under
+//! [`QUANTIZED_KEY`]), and `model.safetensors` declares the format [`QUANTIZED_FORMAT`] in its
+//! metadata, which transformers refuses to load (it reads only `pt`, `tf`, `flax` and `mlx` files).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +19,16 @@ use candle_core::Tensor;
 use super::config::{FastVlmConfig, Layout};
 use super::weights::{Checkpoint, GGUF_FILE};
 use super::ModelError;
+
+/// `model_type` of a quantized checkpoint's config.json.
+pub const QUANTIZED_MODEL_TYPE: &str = "scenesay_quantized_fastvlm";
+/// `architectures` of a quantized checkpoint's config.json.
+pub const QUANTIZED_ARCHITECTURE: &str = "ScenesayQuantizedFastVlm";
+/// The config.json object describing the quantization and the original `model_type` and
+/// `architectures`.
+pub const QUANTIZED_KEY: &str = "scenesay_quantization";
+/// The `format` metadata of a quantized checkpoint's `model.safetensors`.
+pub const QUANTIZED_FORMAT: &str = "scenesay-quantized";
 
 /// Bits per weight of a quantized checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,7 +172,18 @@ pub fn quantize_checkpoint(
     }
     let st_path = out.join("model.safetensors");
     let st_tmp = out.join("model.safetensors.partial");
-    candle_core::safetensors::save(&plain, &st_tmp)?;
+    let mut names: Vec<&String> = plain.keys().collect();
+    names.sort();
+    let meta = HashMap::from([("format".to_string(), QUANTIZED_FORMAT.to_string())]);
+    safetensors::serialize_to_file(
+        names.into_iter().map(|n| (n, &plain[n])),
+        Some(meta),
+        &st_tmp,
+    )
+    .map_err(|e| ModelError::Corrupt {
+        path: st_tmp.clone(),
+        msg: format!("cannot write: {e}"),
+    })?;
     let gguf_path = out.join(GGUF_FILE);
     let gguf_tmp = out.join(format!("{GGUF_FILE}.partial"));
     {
@@ -184,12 +212,15 @@ pub fn quantize_checkpoint(
     for e in entries {
         let e = e.map_err(|e| io(src, "list", e))?;
         let name = e.file_name().to_string_lossy().into_owned();
-        if !e.path().is_file() || is_weight_file(&name) {
+        if !e.path().is_file() || is_weight_file(&name) || name == "config.json" {
             continue;
         }
         let dst: PathBuf = out.join(&name);
         std::fs::copy(e.path(), &dst).map_err(|err| io(&dst, "copy into", err))?;
     }
+    let config_path = out.join("config.json");
+    let config = marked_config(&src.join("config.json"), bits)?;
+    std::fs::write(&config_path, config).map_err(|e| io(&config_path, "write", e))?;
     std::fs::rename(&st_tmp, &st_path).map_err(|e| io(&st_path, "write", e))?;
     std::fs::rename(&gguf_tmp, &gguf_path).map_err(|e| io(&gguf_path, "write", e))?;
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
@@ -202,6 +233,40 @@ pub fn quantize_checkpoint(
         gguf_bytes: size(&gguf_path),
         safetensors_bytes: size(&st_path),
     })
+}
+
+/// The source config.json with the quantized checkpoint's `model_type` and `architectures`; the
+/// original ones are kept under [`QUANTIZED_KEY`].
+fn marked_config(src: &Path, bits: Bits) -> Result<String, ModelError> {
+    let bad = |msg: String| ModelError::Config {
+        path: src.to_path_buf(),
+        msg,
+    };
+    let text = std::fs::read_to_string(src).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let mut v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    let obj = v
+        .as_object_mut()
+        .ok_or_else(|| bad("not a JSON object".into()))?;
+    let base_type = obj.get("model_type").cloned().unwrap_or_default();
+    let base_arch = obj.get("architectures").cloned().unwrap_or_default();
+    obj.insert("model_type".into(), QUANTIZED_MODEL_TYPE.into());
+    obj.insert(
+        "architectures".into(),
+        serde_json::json!([QUANTIZED_ARCHITECTURE]),
+    );
+    obj.insert(
+        QUANTIZED_KEY.into(),
+        serde_json::json!({
+            "note": "written by scenesay quantize: the language model's matrices are in model.gguf; \
+                     only scenesay loads this directory",
+            "bits": match bits { Bits::Eight => 8, Bits::Four => 4 },
+            "matrices": GGUF_FILE,
+            "base_model_type": base_type,
+            "base_architectures": base_arch,
+        }),
+    );
+    serde_json::to_string_pretty(&v).map_err(|e| bad(e.to_string()))
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use super::config::TextConfig;
 use super::kernels::attention::SoftmaxRow;
 use super::kernels::gemm::{gemm, Epilogue, PackedB, Residual};
 use super::kernels::simd::{dispatch, Simd, SimdFn};
-use super::linear::{source_of, Linear, Packed, Storage};
+use super::linear::{source_of, Linear, Packed, Source, Storage};
 use super::weights::Checkpoint;
 use super::ModelError;
 
@@ -118,7 +118,37 @@ fn load_stacked(
         .zip(&tensors)
         .map(|((st, layout), t)| source_of(st, layout.start_offset(), t.elem_count()))
         .collect::<Result<Vec<_>, _>>()?;
+    if storage == Storage::F16 {
+        for ((name, _), src) in names.iter().zip(&sources) {
+            fits_f16(ck, name, k, src)?;
+        }
+    }
     Ok(Packed::stack(&sources, k, storage))
+}
+
+/// Errors when a weight of `name` (rows of `k`) lies beyond f16's range (±65504) and would become
+/// infinity when narrowed to f16 — bf16 and f32 checkpoints can hold such values; a model with an
+/// infinite weight answers nonsense without any other sign.
+fn fits_f16(ck: &Checkpoint, name: &str, k: usize, src: &Source) -> Result<(), ModelError> {
+    if matches!(src, Source::F16(_)) {
+        return Ok(());
+    }
+    let over = (0..src.len()).find(|&i| {
+        let v = src.get(i);
+        v.is_finite() && half::f16::from_f32(v).is_infinite()
+    });
+    match over {
+        None => Ok(()),
+        Some(i) => Err(ModelError::Other(format!(
+            "tensor `{name}` in {} holds {} at [{}, {}], beyond the range of f16 (±65504): as f16 it \
+             would become infinity. Load this checkpoint with --dtype bf16 (the same memory, and \
+             bf16's range) or f32",
+            ck.dir().display(),
+            src.get(i),
+            i / k.max(1),
+            i % k.max(1)
+        ))),
+    }
 }
 
 /// The linear weights `names` (`[rows_i, k]` each, with optional biases) as one layer: packed and

@@ -135,12 +135,37 @@ impl TextTokenizer {
         })
     }
 
-    /// Encodes plain text (special tokens written in the text, like `<|im_start|>`, become their ids).
+    /// Encodes text in which special tokens are live: `<|im_start|>` written in the text becomes
+    /// its id. Only for text the program writes itself (the chat template); see
+    /// [`Self::encode_plain`] for anything a user typed.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
         Ok(self
             .inner
             .encode(text, false)
             .map_err(|e| tok_err(&self.source, e))?
+            .get_ids()
+            .to_vec())
+    }
+
+    /// Encodes text as plain text: added and special tokens are not looked for, so
+    /// `<|im_end|>` typed by a user is the characters `<`, `|`, `im`, … like any other text.
+    /// Normaliser, pre-tokeniser and BPE are those of [`Self::encode`]; on text without special
+    /// tokens the two give the same ids.
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+        use tokenizers::{Model, Normalizer, OffsetType, PreTokenizedString, PreTokenizer};
+        let err = |e: tokenizers::Error| tok_err(&self.source, e);
+        let mut pre = PreTokenizedString::from(text);
+        if let Some(n) = self.inner.get_normalizer() {
+            pre.normalize(|s| n.normalize(s)).map_err(err)?;
+        }
+        if let Some(p) = self.inner.get_pre_tokenizer() {
+            p.pre_tokenize(&mut pre).map_err(err)?;
+        }
+        let model = self.inner.get_model();
+        pre.tokenize(|s| model.tokenize(s.get())).map_err(err)?;
+        Ok(pre
+            .into_encoding(None, 0, OffsetType::Byte)
+            .map_err(err)?
             .get_ids()
             .to_vec())
     }
