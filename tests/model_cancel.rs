@@ -167,10 +167,10 @@ fn the_encoders_buffer_pool_does_not_grow_from_encode_to_encode() {
     // one round of everything, twice, to fill the pool
     let round = |m: &FastVlm, i: usize| {
         m.encode_pixels(&small).unwrap();
-        if i % 10 == 0 {
+        if i.is_multiple_of(10) {
             m.encode_pixels(&large).unwrap();
         }
-        if i % 7 == 0 {
+        if i.is_multiple_of(7) {
             cancelled(m, 1 + i % 5);
         }
     };
