@@ -145,6 +145,15 @@ pub struct CaptureConfig {
     pub looping: bool,
     /// `images`: each picture is delivered this many times in a row.
     pub repeat_each: u32,
+    /// Frames per second while the view is static (the change gate has stayed closed for
+    /// `idle_after_s`): camera and test pattern only; back to `fps` the moment the view changes.
+    /// Never faster than `fps`.
+    pub idle_fps: f64,
+    /// Seconds of a static view before the capture slows to `idle_fps`.
+    pub idle_after_s: f64,
+    /// Random sensor-like noise added to every frame, up to ± this many levels (0–64; 0 = none):
+    /// for trying the scene watch on pictures or the test pattern as a real camera would see them.
+    pub noise: u8,
 }
 
 impl Default for CaptureConfig {
@@ -158,6 +167,9 @@ impl Default for CaptureConfig {
             path: String::new(),
             looping: true,
             repeat_each: 1,
+            idle_fps: 1.0,
+            idle_after_s: 3.0,
+            noise: 0,
         }
     }
 }
@@ -184,6 +196,14 @@ pub struct SceneConfig {
     /// A scene description at least this similar (0–1, shared content words) to the last one said
     /// is not spoken; 0 = off.
     pub repeat_similarity: f64,
+    /// The change gate: a frame is encoded only when it could show a different scene.
+    pub gate: bool,
+    /// A cell of the gate's 32 × 24 grid differs when a colour moved by more than this (levels).
+    pub gate_cell_change: f64,
+    /// The gate opens when at least this fraction of the view differs.
+    pub gate_area: f64,
+    /// A frame is encoded at least this often (seconds), whatever the gate says.
+    pub max_unseen_s: f64,
 }
 
 impl Default for SceneConfig {
@@ -197,6 +217,10 @@ impl Default for SceneConfig {
             settle_s: 20.0,
             settle_detail: false,
             repeat_similarity: 0.7,
+            gate: true,
+            gate_cell_change: 12.0,
+            gate_area: 0.005,
+            max_unseen_s: 10.0,
         }
     }
 }
@@ -555,6 +579,30 @@ impl Config {
                 format!("{} is not allowed: use 1 to 10000", cap.repeat_each),
             ));
         }
+        if !(cap.idle_fps > 0.0 && cap.idle_fps <= 60.0) {
+            out.push(invalid(
+                "capture.idle_fps",
+                format!(
+                    "{} frames per second is not allowed: use a number above 0 and at most 60 (e.g. 1; above fps it means fps)",
+                    cap.idle_fps
+                ),
+            ));
+        }
+        if !(cap.idle_after_s >= 0.0 && cap.idle_after_s <= 86_400.0) {
+            out.push(invalid(
+                "capture.idle_after_s",
+                format!(
+                    "{} is not allowed: seconds from 0 to 86400",
+                    cap.idle_after_s
+                ),
+            ));
+        }
+        if cap.noise > 64 {
+            out.push(invalid(
+                "capture.noise",
+                format!("{} is not allowed: 0 (none) to 64 levels", cap.noise),
+            ));
+        }
         if matches!(cap.source, SourceKind::Images | SourceKind::Video)
             && cap.path.trim().is_empty()
         {
@@ -615,6 +663,33 @@ impl Config {
                 format!(
                     "{} is not allowed: 0 (off) to 1 (only the very same words); 0.7 is usual",
                     sc.repeat_similarity
+                ),
+            ));
+        }
+        if !(sc.gate_cell_change > 0.0 && sc.gate_cell_change <= 255.0) {
+            out.push(invalid(
+                "scene.gate_cell_change",
+                format!(
+                    "{} is not allowed: levels above 0, at most 255 (e.g. 12)",
+                    sc.gate_cell_change
+                ),
+            ));
+        }
+        if !(sc.gate_area > 0.0 && sc.gate_area <= 1.0) {
+            out.push(invalid(
+                "scene.gate_area",
+                format!(
+                    "{} is not allowed: a fraction of the view above 0, at most 1 (e.g. 0.005)",
+                    sc.gate_area
+                ),
+            ));
+        }
+        if !(sc.max_unseen_s > 0.0 && sc.max_unseen_s <= 3600.0) {
+            out.push(invalid(
+                "scene.max_unseen_s",
+                format!(
+                    "{} is not allowed: seconds above 0, at most 3600 (e.g. 10)",
+                    sc.max_unseen_s
                 ),
             ));
         }

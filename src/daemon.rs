@@ -136,6 +136,20 @@ pub fn run(
     load: impl FnOnce() -> anyhow::Result<Box<dyn Describer>>,
     shutdown: Shutdown,
 ) -> anyhow::Result<Stopped> {
+    run_with_source(config, load, None, shutdown)
+}
+
+/// Opens a frame source (again after a failure or a pause).
+pub type OpenSource =
+    Box<dyn FnMut() -> Result<Box<dyn capture::FrameSource>, capture::CaptureError> + Send>;
+
+/// [`run`], with frames from `source` instead of `[capture] source` when given (benchmarks).
+pub fn run_with_source(
+    config: &Config,
+    load: impl FnOnce() -> anyhow::Result<Box<dyn Describer>>,
+    source: Option<OpenSource>,
+    shutdown: Shutdown,
+) -> anyhow::Result<Stopped> {
     let clock = Clock::new();
     let stats = Arc::new(Stats::new(clock));
     let (ends_tx, ends) = crossbeam_channel::unbounded::<ThreadEnd>();
@@ -244,11 +258,16 @@ pub fn run(
     let (cap_speaker, cap_stats) = (speaker.clone(), stats.clone());
     let capture = Some(spawn("capture", &ends_tx, move || {
         let kind = cap_cfg.source;
-        let fps = cap_cfg.fps;
-        capture::run_capture(
-            || capture::open_source(&cap_cfg),
+        let rates = capture::Rates::from_config(&cap_cfg);
+        let pace = cap_stats.pace.clone();
+        let open: OpenSource = match source {
+            Some(s) => s,
+            None => Box::new(move || capture::open_source_paced(&cap_cfg, pace.clone())),
+        };
+        capture::run_capture_paced(
+            open,
             kind,
-            fps,
+            rates,
             slot,
             cap_speaker,
             cap_stats,

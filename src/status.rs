@@ -4,10 +4,11 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::control::protocol::{FrameCounts, LastNarration, RecentLatency, StatusReport};
+use crate::capture::Pace;
+use crate::control::protocol::{CpuShare, FrameCounts, LastNarration, RecentLatency, StatusReport};
 
 /// Time since the daemon started: the clock of every policy decision.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +41,29 @@ impl Clock {
 
 const RECENT: usize = 10;
 
+/// The window of the processor share in `status`.
+pub const CPU_WINDOW: Duration = Duration::from_secs(60);
+/// How often the processor time is sampled.
+const CPU_SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
+/// Processor time this process has used (user + system, all threads).
+pub fn process_cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv =
+        |t: libc::timeval| Duration::new(t.tv_sec.max(0) as u64, (t.tv_usec.max(0) as u32) * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// The share of one core used between two (daemon clock, processor time) samples, in percent.
+pub fn cpu_percent(from: (Duration, Duration), to: (Duration, Duration)) -> Option<f64> {
+    let wall = to.0.checked_sub(from.0)?.as_secs_f64();
+    (wall >= 1.0).then(|| 100.0 * to.1.saturating_sub(from.1).as_secs_f64() / wall)
+}
+
 #[derive(Debug, Default)]
 struct Facts {
     state: String,
@@ -58,7 +82,15 @@ pub struct Stats {
     pub watched: AtomicU64,
     pub described: AtomicU64,
     pub dropped: AtomicU64,
+    /// Clear frames the scene encoder looked at, and those the change gate kept from it.
+    pub encoded: AtomicU64,
+    pub gated: AtomicU64,
     pub paused: AtomicBool,
+    /// How fast the capture takes frames (the worker sets it).
+    pub pace: Arc<Pace>,
+    /// (daemon clock, processor time) every few seconds over the last minute.
+    cpu: Mutex<VecDeque<(Duration, Duration)>>,
+    cpu_sampled_ms: AtomicU64,
     /// Worker progress (milliseconds on the daemon clock), for the watchdog.
     heartbeat_ms: AtomicU64,
     /// Capture thread progress (milliseconds on the daemon clock): a frame read that never returns
@@ -75,7 +107,12 @@ impl Stats {
             watched: AtomicU64::new(0),
             described: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            encoded: AtomicU64::new(0),
+            gated: AtomicU64::new(0),
             paused: AtomicBool::new(false),
+            pace: Arc::default(),
+            cpu: Mutex::new(VecDeque::from([(clock.now(), process_cpu_time())])),
+            cpu_sampled_ms: AtomicU64::new(0),
             heartbeat_ms: AtomicU64::new(0),
             capture_ms: AtomicU64::new(0),
             facts: Mutex::new(Facts {
@@ -96,8 +133,35 @@ impl Stats {
 
     /// The worker is alive and making progress.
     pub fn beat(&self) {
-        self.heartbeat_ms
-            .store(self.clock.now().as_millis() as u64, Ordering::Relaxed);
+        let now = self.clock.now().as_millis() as u64;
+        self.heartbeat_ms.store(now, Ordering::Relaxed);
+        let last = self.cpu_sampled_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= CPU_SAMPLE_EVERY.as_millis() as u64 {
+            self.cpu_sampled_ms.store(now, Ordering::Relaxed);
+            self.sample_cpu();
+        }
+    }
+
+    /// Notes the processor time now, forgetting samples older than the window needs.
+    fn sample_cpu(&self) {
+        let now = self.clock.now();
+        let mut q = self.cpu.lock().unwrap_or_else(|e| e.into_inner());
+        q.push_back((now, process_cpu_time()));
+        // keep the newest sample at least a window old, drop those before it
+        while q.len() > 1 && now.saturating_sub(q[1].0) >= CPU_WINDOW {
+            q.pop_front();
+        }
+    }
+
+    /// The processor share over the last minute (since the start when younger).
+    pub fn cpu_share(&self) -> Option<CpuShare> {
+        let from = *self.cpu.lock().unwrap_or_else(|e| e.into_inner()).front()?;
+        let to = (self.clock.now(), process_cpu_time());
+        let percent = cpu_percent(from, to)?;
+        Some(CpuShare {
+            percent_of_one_core: (percent * 10.0).round() / 10.0,
+            window_s: ((to.0 - from.0).as_secs_f64() * 10.0).round() / 10.0,
+        })
     }
 
     /// Time since the worker last made progress.
@@ -128,6 +192,11 @@ impl Stats {
         let mut f = self.facts();
         f.source = name.to_string();
         f.source_state = state.to_string();
+    }
+
+    /// The source's condition ("running", "paused", "ended", "retrying: …").
+    pub fn source_state(&self) -> String {
+        self.facts().source_state.clone()
     }
 
     pub fn set_speech_backend(&self, name: &str) {
@@ -164,7 +233,11 @@ impl Stats {
                 watched: self.watched.load(Ordering::Relaxed),
                 described: self.described.load(Ordering::Relaxed),
                 dropped: self.dropped.load(Ordering::Relaxed),
+                encoded: self.encoded.load(Ordering::Relaxed),
+                gated: self.gated.load(Ordering::Relaxed),
             },
+            pace: self.pace.get().name().to_string(),
+            cpu: self.cpu_share(),
             last_narration: f.last.clone(),
             recent_latencies: f.latencies.iter().cloned().collect(),
         }

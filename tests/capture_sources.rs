@@ -285,3 +285,110 @@ fn an_images_sequence_played_once_ends_with_a_notice() {
     drop(stop_tx);
     h.join().unwrap();
 }
+
+/// A source that counts its frames and whether it is open (a camera to release while paused).
+struct Counted {
+    open: Arc<Mutex<i32>>,
+    device: bool,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        *self.open.lock().unwrap() -= 1;
+    }
+}
+
+impl FrameSource for Counted {
+    fn name(&self) -> String {
+        "counted".into()
+    }
+    fn live(&self) -> bool {
+        false
+    }
+    fn paceable(&self) -> bool {
+        true
+    }
+    fn release_when_paused(&self) -> bool {
+        self.device
+    }
+    fn next_frame(&mut self) -> Result<Option<RgbImage>, CaptureError> {
+        Ok(Some(RgbImage::new(2, 2)))
+    }
+}
+
+/// Frames taken from `frames` during `d`.
+fn taken(frames: &crossbeam_channel::Receiver<scenesay::capture::Frame>, d: Duration) -> usize {
+    let end = Instant::now() + d;
+    let mut n = 0;
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        if frames.recv_timeout(left).is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// The pace the worker sets: idle is slow, full is `fps` again, paused reads nothing and closes a
+/// device (opened again on resume); a source without a device keeps its place.
+#[test]
+fn the_capture_follows_the_pace() {
+    use scenesay::capture::{run_capture_paced, PaceState, Rates};
+    for device in [true, false] {
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let stats = Arc::new(Stats::new(Clock::new()));
+        let (slot, frames) = frame_slot();
+        let (stop_tx, stop) = crossbeam_channel::bounded::<()>(0);
+        let open = Arc::new(Mutex::new(0i32));
+        let opens = Arc::new(Mutex::new(0u32));
+        let (o, n, st) = (open.clone(), opens.clone(), stats.clone());
+        let h = std::thread::spawn(move || {
+            run_capture_paced(
+                move || {
+                    *o.lock().unwrap() += 1;
+                    *n.lock().unwrap() += 1;
+                    Ok(Box::new(Counted {
+                        open: o.clone(),
+                        device,
+                    }) as Box<dyn FrameSource>)
+                },
+                SourceKind::TestPattern,
+                Rates {
+                    fps: 50.0,
+                    idle_fps: 1.0,
+                },
+                slot,
+                Speaker::new(tx),
+                st,
+                stop,
+            )
+        });
+        // full pace: 50 a second (at least a few, however busy the machine)
+        assert!(taken(&frames, Duration::from_millis(1500)) >= 5);
+        // idle: one a second at most (an upper bound: a busy machine only lowers it)
+        stats.pace.set(PaceState::Idle);
+        let _ = taken(&frames, Duration::from_millis(100));
+        assert!(taken(&frames, Duration::from_millis(2500)) <= 4);
+        // back to full at once
+        stats.pace.set(PaceState::Full);
+        assert!(taken(&frames, Duration::from_millis(1000)) >= 3);
+        // paused: nothing is read, a device is closed
+        stats.pace.set(PaceState::Paused);
+        let _ = taken(&frames, Duration::from_millis(300));
+        assert_eq!(taken(&frames, Duration::from_millis(1000)), 0);
+        assert_eq!(*open.lock().unwrap(), if device { 0 } else { 1 });
+        assert_eq!(
+            stats.report().source_state,
+            "paused",
+            "status says the capture is paused"
+        );
+        stats.pace.set(PaceState::Full);
+        let first = frames
+            .recv_timeout(Duration::from_secs(5))
+            .expect("frames after resume");
+        assert!(first.number > 1);
+        assert_eq!(*open.lock().unwrap(), 1);
+        assert_eq!(*opens.lock().unwrap(), if device { 2 } else { 1 });
+        drop(stop_tx);
+        h.join().unwrap();
+    }
+}

@@ -69,6 +69,37 @@ fn pictures(dir: &Path, pics: &[(&str, RgbImage)]) -> PathBuf {
 /// fixture model → exactly one scene, one scene, one dark notice.
 #[test]
 fn same_new_black_gives_scene_scene_dark_notice() {
+    let clean = same_new_black(0, true);
+    // the frames of a real camera: noise on every frame; the change gate keeps the encoder for the
+    // changes, and the same is said, no later than one frame after the clean run (or the run
+    // without the gate)
+    let noisy = same_new_black(12, true);
+    let ungated = same_new_black(0, false);
+    for (a, b) in [(&noisy, &clean), (&noisy, &ungated), (&clean, &ungated)] {
+        for i in 0..2 {
+            assert!(
+                a.scene_frames[i] <= b.scene_frames[i] + 1,
+                "scene {i}: frame {} vs {}",
+                a.scene_frames[i],
+                b.scene_frames[i]
+            );
+        }
+    }
+    // the gate spared the encoder the unchanged frames (the 5 repeats of each picture)
+    assert_eq!(ungated.gated, 0);
+    assert!(noisy.gated >= 4, "{} gated", noisy.gated);
+    assert!(noisy.encoded + noisy.gated >= 10, "{noisy:?}");
+    assert!(noisy.encoded <= 5, "{noisy:?}");
+}
+
+#[derive(Debug)]
+struct SameNewBlack {
+    scene_frames: Vec<u64>,
+    encoded: u64,
+    gated: u64,
+}
+
+fn same_new_black(noise: u8, gate: bool) -> SameNewBlack {
     let dir = tempfile::tempdir().unwrap();
     let frames = frames(
         dir.path(),
@@ -81,10 +112,10 @@ fn same_new_black_gives_scene_scene_dark_notice() {
     let cfg = config_text(
         dir.path(),
         &format!(
-            "source = \"images\"\npath = \"{}\"\nfps = 3\nloop = false\nrepeat_each = 5",
+            "source = \"images\"\npath = \"{}\"\nfps = 3\nloop = false\nrepeat_each = 5\nnoise = {noise}",
             frames.display()
         ),
-        "[scene]\nchange_threshold = 0.02\nstable_frames = 2\ncooldown_s = 0\n\n[describe]\nscene_max_tokens = 8\nbrief_max_tokens = 6",
+        &format!("[scene]\nchange_threshold = 0.02\nstable_frames = 2\ncooldown_s = 0\ngate = {gate}\n\n[describe]\nscene_max_tokens = 8\nbrief_max_tokens = 6"),
     );
     let mut d = Daemon::start(dir, &cfg);
     wait_until_all_frames_seen(|| d.status());
@@ -119,6 +150,52 @@ fn same_new_black_gives_scene_scene_dark_notice() {
     let out = d.stdout();
     assert_eq!(out.matches("[scene] ").count(), 2, "{out}");
     assert_eq!(out.matches("Camera view is dark.").count(), 1, "{out}");
+    let f = &status["frames"];
+    SameNewBlack {
+        scene_frames: vec![frame(0), frame(1)],
+        encoded: f["encoded"].as_u64().unwrap(),
+        gated: f["gated"].as_u64().unwrap(),
+    }
+}
+
+/// A noisy static view on the tiny model: the first frame is encoded, then (almost) none; with the
+/// gate off, every frame is.
+#[test]
+fn a_noisy_static_view_is_encoded_almost_never() {
+    let run = |gate: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let frames = frames(dir.path(), &[("1.png", "landscape_640x480.png")]);
+        let cfg = config_text(
+            dir.path(),
+            &format!(
+                "source = \"images\"\npath = \"{}\"\nfps = 10\nloop = false\nrepeat_each = 40\nnoise = 16",
+                frames.display()
+            ),
+            &format!("[scene]\nstable_frames = 2\ncooldown_s = 0\ngate = {gate}\n\n[describe]\nscene_max_tokens = 4"),
+        );
+        let mut d = Daemon::start(dir, &cfg);
+        wait_until_all_frames_seen(|| d.status());
+        let status = d.status();
+        d.stop();
+        let scenes = of_kind(&d.records(), "scene").len();
+        (status, scenes)
+    };
+    let (on, scenes_on) = run(true);
+    let (off, scenes_off) = run(false);
+    let (f_on, f_off) = (&on["frames"], &off["frames"]);
+    // 4 s of one noisy picture: one encoding (the first frame); the safety net (10 s) not yet
+    assert_eq!(f_on["encoded"], 1, "{on}");
+    let watched = f_on["watched"].as_u64().unwrap();
+    assert_eq!(f_on["gated"].as_u64().unwrap(), watched - 1, "{on}");
+    assert_eq!(f_off["gated"], 0, "{off}");
+    assert_eq!(f_off["encoded"], f_off["watched"], "{off}");
+    // the same single narration either way
+    assert_eq!((scenes_on, scenes_off), (1, 1));
+    assert!(on["cpu"]["percent_of_one_core"].as_f64().is_some(), "{on}");
+    assert!(
+        ["full", "idle"].contains(&on["pace"].as_str().unwrap()),
+        "{on}"
+    );
 }
 
 /// A model whose words are known: the embedding is the mean colour; a scene is "The image shows a
@@ -204,15 +281,19 @@ struct InProcess {
 
 const PROMPTS: &str = "[describe]\nscene_prompt = \"SCENE\"\nbrief_prompt = \"BRIEF\"\ndetail_prompt = \"DETAIL\"\ndetail_resolution = 512\nread_prompt = \"READ\"\nread_resolution = 1024\nchanged_prompt = \"CHANGED since: {previous}\"\n";
 
+/// Sensor-like noise on every frame (`[capture] noise`), as a real camera never repeats a frame:
+/// every sequence is run clean and with it.
+const NOISE: [u8; 2] = [0, 12];
+
 /// The daemon in-process on [`Scripted`], showing `pics` in order, each `repeat_each` frames at
-/// 10 frames a second, once.
-fn start(pics: &[(&str, RgbImage)], repeat_each: u32, extra: &str) -> InProcess {
+/// 10 frames a second, once, with `noise`.
+fn start(pics: &[(&str, RgbImage)], repeat_each: u32, noise: u8, extra: &str) -> InProcess {
     let dir = tempfile::tempdir().unwrap();
     let frames = pictures(dir.path(), pics);
     let text = config_text(
         dir.path(),
         &format!(
-            "source = \"images\"\npath = \"{}\"\nfps = 10\nloop = false\nrepeat_each = {repeat_each}",
+            "source = \"images\"\npath = \"{}\"\nfps = 10\nloop = false\nrepeat_each = {repeat_each}\nnoise = {noise}",
             frames.display()
         ),
         &format!("{PROMPTS}\n{extra}"),
@@ -271,6 +352,12 @@ const DARK_BLUE: [u8; 3] = [30, 60, 160];
 
 #[test]
 fn a_scene_that_says_the_same_in_other_words_is_suppressed_and_quick_changes_are_brief() {
+    for noise in NOISE {
+        suppressed_and_brief(noise);
+    }
+}
+
+fn suppressed_and_brief(noise: u8) {
     // red, then orange (a different view that the model also calls a red wall), then blue, then
     // black
     let d = start(
@@ -281,6 +368,7 @@ fn a_scene_that_says_the_same_in_other_words_is_suppressed_and_quick_changes_are
             ("4.png", RgbImage::new(64, 48)),
         ],
         6,
+        noise,
         "[scene]\nchange_threshold = 0.05\nstable_frames = 2\ncooldown_s = 0",
     );
     d.all_seen();
@@ -295,7 +383,7 @@ fn a_scene_that_says_the_same_in_other_words_is_suppressed_and_quick_changes_are
             ("notice", "spoken", "Camera view is dark."),
         ]
         .map(|(k, s, t)| (k.to_string(), s.to_string(), t.to_string())),
-        "{records:#?}"
+        "noise {noise}: {records:#?}"
     );
     let repeat = &of_kind(&records, "scene")[1];
     assert!(
@@ -313,6 +401,12 @@ fn a_scene_that_says_the_same_in_other_words_is_suppressed_and_quick_changes_are
 
 #[test]
 fn changed_compares_with_the_last_description_and_read_reads_at_its_resolution() {
+    for noise in NOISE {
+        changed_and_read(noise);
+    }
+}
+
+fn changed_and_read(noise: u8) {
     // red is narrated; blue follows but max_per_minute = 1 keeps it unsaid
     let d = start(
         &[
@@ -320,6 +414,7 @@ fn changed_compares_with_the_last_description_and_read_reads_at_its_resolution()
             ("2.png", checker(BLUE, DARK_BLUE)),
         ],
         6,
+        noise,
         "[scene]\nchange_threshold = 0.05\nstable_frames = 2\ncooldown_s = 0\nmax_per_minute = 1",
     );
     d.all_seen();
@@ -364,7 +459,13 @@ fn changed_compares_with_the_last_description_and_read_reads_at_its_resolution()
 
 #[test]
 fn requests_about_a_dark_view_are_answered_without_the_model() {
-    let d = start(&[("1.png", RgbImage::new(64, 48))], 3, "");
+    for noise in NOISE {
+        dark_requests(noise);
+    }
+}
+
+fn dark_requests(noise: u8) {
+    let d = start(&[("1.png", RgbImage::new(64, 48))], 3, noise, "");
     d.all_seen();
     let r = d.req(r#"{"cmd":"describe"}"#);
     assert_eq!(r["kind"], "detail", "{r}");
@@ -392,10 +493,17 @@ fn requests_about_a_dark_view_are_answered_without_the_model() {
 
 #[test]
 fn a_settled_view_gets_one_fuller_description_when_asked_for() {
+    for noise in NOISE {
+        settled_fuller(noise);
+    }
+}
+
+fn settled_fuller(noise: u8) {
     // 3 s of red at 10 frames a second; settled after 1 s
     let d = start(
         &[("1.png", checker(RED, DARK_RED))],
         30,
+        noise,
         "[scene]\nstable_frames = 2\ncooldown_s = 0\nsettle_s = 1\nsettle_detail = true",
     );
     d.all_seen();
@@ -406,4 +514,67 @@ fn a_settled_view_gets_one_fuller_description_when_asked_for() {
     assert_eq!(scenes[1]["text"], "In detail: a red wall ahead.");
     assert_eq!(scenes[1]["resolution"], 512);
     assert_eq!(scenes[1]["status"], "spoken");
+}
+
+/// `from` moved `k`/`n` of the way to `to`.
+fn mix(from: [u8; 3], to: [u8; 3], k: u32, n: u32) -> [u8; 3] {
+    let f = |a: u8, b: u8| (a as f32 + (b as f32 - a as f32) * k as f32 / n as f32).round() as u8;
+    [f(from[0], to[0]), f(from[1], to[1]), f(from[2], to[2])]
+}
+
+/// A view that drifts slowly from red to blue (each frame a little bluer than the one before,
+/// with noise): never a big step, but the drift adds up against the last encoded frame and the last
+/// narrated scene, so the blue wall is narrated, with the gate as without it.
+#[test]
+fn a_slow_drift_is_still_narrated() {
+    const STEPS: u32 = 40;
+    let pics: Vec<(String, RgbImage)> = (0..=STEPS)
+        .map(|k| {
+            (
+                format!("{k:03}.png"),
+                checker(mix(RED, BLUE, k, STEPS), mix(DARK_RED, DARK_BLUE, k, STEPS)),
+            )
+        })
+        .collect();
+    // the last picture stays a while
+    let mut pics = pics;
+    for k in 0..10 {
+        pics.push((
+            format!("{:03}.png", STEPS + 1 + k),
+            pics[STEPS as usize].1.clone(),
+        ));
+    }
+    let named: Vec<(&str, RgbImage)> = pics.iter().map(|(n, i)| (n.as_str(), i.clone())).collect();
+    let mut last = vec![];
+    for gate in [true, false] {
+        let d = start(
+            &named,
+            1,
+            12,
+            &format!("[scene]\nchange_threshold = 0.05\nstable_frames = 2\ncooldown_s = 0\nmax_per_minute = 600\nrepeat_similarity = 0\ngate = {gate}"),
+        );
+        d.all_seen();
+        let status = d.req(r#"{"cmd":"status"}"#);
+        let records = d.stop();
+        let spoken: Vec<String> = of_kind(&records, "scene")
+            .iter()
+            .filter(|r| r["status"] == "spoken")
+            .map(|r| r["text"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            spoken.first().map(String::as_str),
+            Some("A red wall ahead. It has no windows."),
+            "gate {gate}: {records:#?}"
+        );
+        let f = &status["frames"];
+        if gate {
+            // the gate skipped frames along the way, yet the drift was seen
+            assert!(f["gated"].as_u64().unwrap() > 0, "{status}");
+            assert!(f["encoded"].as_u64().unwrap() > 2, "{status}");
+        } else {
+            assert_eq!(f["gated"], 0, "{status}");
+        }
+        last.push(spoken.last().cloned().unwrap());
+    }
+    assert_eq!(last, ["A blue wall ahead. It has no windows."; 2]);
 }

@@ -1,10 +1,12 @@
 //! The camera source: nokhwa over V4L2. The camera is read continuously (raw buffers, cheap) so its
-//! queue never holds old frames, and only the frames handed on at `fps` are decoded to RGB.
+//! queue never holds old frames, and only the frames handed on at `fps` (`idle_fps` while the view
+//! is static, see [`super::Pace`]) are decoded to RGB.
 //! nokhwa wants a numeric index on Linux, so `/dev/videoN` paths (and stable symlinks such as
 //! `/dev/v4l/by-id/…`) are translated here.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use image::RgbImage;
 use nokhwa::pixel_format::RgbFormat;
@@ -12,7 +14,7 @@ use nokhwa::utils::{
     CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType, Resolution,
 };
 
-use super::{CaptureError, FrameSource};
+use super::{CaptureError, FrameSource, Pace, Rates};
 use crate::config::{CameraDevice, CaptureConfig};
 
 /// The V4L2 index of a configured device: `2` → 2, `/dev/video2` → 2, a symlink → its target's
@@ -46,14 +48,15 @@ fn index_from_name(p: &Path) -> Option<u32> {
 pub struct Camera {
     cam: nokhwa::Camera,
     device: String,
-    interval: Duration,
+    rates: Rates,
+    pace: Arc<Pace>,
     last: Option<Instant>,
 }
 
 impl Camera {
     /// Opens the configured camera and starts streaming, asking for `width`×`height` at `fps`
     /// (MJPEG first, then YUYV, then whatever it offers).
-    pub fn open(cfg: &CaptureConfig) -> Result<Self, CaptureError> {
+    pub fn open(cfg: &CaptureConfig, pace: Arc<Pace>) -> Result<Self, CaptureError> {
         let device = cfg.device.to_string();
         let index = device_index(&cfg.device)?;
         let err = |message: String| CaptureError::Camera {
@@ -88,7 +91,8 @@ impl Camera {
                     return Ok(Self {
                         cam,
                         device,
-                        interval: Duration::from_secs_f64(1.0 / cfg.fps),
+                        rates: Rates::from_config(cfg),
+                        pace,
                         last: None,
                     });
                 }
@@ -116,7 +120,8 @@ impl FrameSource for Camera {
                 device: self.device.clone(),
                 message: format!("cannot read a frame: {e} (unplugged?)"),
             })?;
-            let due = self.last.is_none_or(|t| t.elapsed() >= self.interval);
+            let interval = self.rates.interval(self.pace.get(), true);
+            let due = self.last.is_none_or(|t| t.elapsed() >= interval);
             if !due {
                 continue;
             }
@@ -171,7 +176,9 @@ mod tests {
             device: CameraDevice::Index(63),
             ..Default::default()
         };
-        let e = Camera::open(&cfg).err().expect("no camera 63");
+        let e = Camera::open(&cfg, Arc::default())
+            .err()
+            .expect("no camera 63");
         let msg = e.to_string();
         assert!(msg.starts_with("camera /dev/video63: "), "{msg}");
         assert!(msg.contains("ls /dev/video*"), "{msg}");

@@ -6,12 +6,19 @@
 //! unplugged camera is reported once (spoken and logged) and retried with backoff until it works.
 //! The thread shows it is alive ([`Stats::capture_beat`]) between frames and while it waits, so a
 //! frame read that never returns (a stalled camera) stops the systemd watchdog.
+//!
+//! Adaptive pace ([`Pace`], set by the worker): while the view is static the camera and the test
+//! pattern are read at `idle_fps` only, and at `fps` again from the moment the view changes;
+//! pictures and videos are recordings and keep their `fps`. While narration is paused nothing is
+//! read at all, and the camera is released (its light goes off) until narration resumes.
 
 pub mod camera;
 pub mod images;
+pub mod noise;
 pub mod pattern;
 pub mod video;
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -62,21 +69,116 @@ pub trait FrameSource {
     fn live(&self) -> bool;
     /// The next frame; `Ok(None)` when a finite source has ended.
     fn next_frame(&mut self) -> Result<Option<RgbImage>, CaptureError>;
+    /// Whether it shows the present, so it may be read less often while the view is static (a
+    /// camera, the test pattern; not a recording, which would be stretched).
+    fn paceable(&self) -> bool {
+        self.live()
+    }
+    /// Whether it holds a device to let go of while narration is paused (a camera).
+    fn release_when_paused(&self) -> bool {
+        self.live()
+    }
+}
+
+/// How fast the capture thread takes frames: set by the worker, read by the capture thread.
+#[derive(Debug, Default)]
+pub struct Pace(AtomicU8);
+
+/// The pace's states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaceState {
+    /// `fps`.
+    Full,
+    /// A static view: `idle_fps` (for sources that show the present).
+    Idle,
+    /// Narration is paused: no frames, the camera released.
+    Paused,
+}
+
+impl PaceState {
+    pub fn name(self) -> &'static str {
+        match self {
+            PaceState::Full => "full",
+            PaceState::Idle => "idle",
+            PaceState::Paused => "paused",
+        }
+    }
+}
+
+impl Pace {
+    pub fn get(&self) -> PaceState {
+        match self.0.load(Ordering::Relaxed) {
+            1 => PaceState::Idle,
+            2 => PaceState::Paused,
+            _ => PaceState::Full,
+        }
+    }
+
+    pub fn set(&self, s: PaceState) {
+        let v = match s {
+            PaceState::Full => 0,
+            PaceState::Idle => 1,
+            PaceState::Paused => 2,
+        };
+        self.0.store(v, Ordering::Relaxed);
+    }
+}
+
+/// The frame rates of the capture: `fps`, and `idle_fps` while the view is static.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rates {
+    pub fps: f64,
+    pub idle_fps: f64,
+}
+
+impl Rates {
+    /// One rate, never slower.
+    pub fn fixed(fps: f64) -> Self {
+        Self { fps, idle_fps: fps }
+    }
+
+    pub fn from_config(cfg: &CaptureConfig) -> Self {
+        Self {
+            fps: cfg.fps,
+            idle_fps: cfg.idle_fps,
+        }
+    }
+
+    /// Time between two frames at `state` (paused: as at full pace; nothing is read then anyway).
+    pub fn interval(&self, state: PaceState, paceable: bool) -> Duration {
+        let fps = match state {
+            PaceState::Idle if paceable => self.idle_fps.min(self.fps),
+            _ => self.fps,
+        };
+        Duration::from_secs_f64(1.0 / fps.max(1e-3))
+    }
 }
 
 /// Opens the source described by `[capture]`.
 pub fn open_source(cfg: &CaptureConfig) -> Result<Box<dyn FrameSource>, CaptureError> {
-    Ok(match cfg.source {
-        SourceKind::Camera => Box::new(camera::Camera::open(cfg)?),
+    open_source_paced(cfg, Arc::new(Pace::default()))
+}
+
+/// Opens the source described by `[capture]`, a camera following `pace`; with `noise`, noise is
+/// added to every frame.
+pub fn open_source_paced(
+    cfg: &CaptureConfig,
+    pace: Arc<Pace>,
+) -> Result<Box<dyn FrameSource>, CaptureError> {
+    let source: Box<dyn FrameSource> = match cfg.source {
+        SourceKind::Camera => Box::new(camera::Camera::open(cfg, pace)?),
         SourceKind::Images => Box::new(images::ImageSequence::open(
             &cfg.path,
             cfg.looping,
             cfg.repeat_each,
         )?),
         SourceKind::Video => Box::new(video::Video::open(&cfg.path, cfg.fps, cfg.looping)?),
-        SourceKind::TestPattern => {
-            Box::new(pattern::TestPattern::new(cfg.width, cfg.height, cfg.fps))
-        }
+        SourceKind::TestPattern => Box::new(pattern::TestPattern::new(cfg.width, cfg.height)),
+    };
+    Ok(if cfg.noise > 0 {
+        Box::new(noise::Noisy::new(source, cfg.noise))
+    } else {
+        source
     })
 }
 
@@ -156,7 +258,7 @@ fn wait_or_stop(stop: &Receiver<()>, d: Duration, stats: &Stats) -> bool {
 /// `stop` closes or the consumer goes away. A finite source that ends leaves the loop idle (the
 /// worker keeps the last frame for questions).
 pub fn run_capture(
-    mut open: impl FnMut() -> Result<Box<dyn FrameSource>, CaptureError>,
+    open: impl FnMut() -> Result<Box<dyn FrameSource>, CaptureError>,
     kind: SourceKind,
     fps: f64,
     slot: FrameSlot,
@@ -164,7 +266,36 @@ pub fn run_capture(
     stats: Arc<Stats>,
     stop: Receiver<()>,
 ) {
-    let interval = Duration::from_secs_f64(1.0 / fps);
+    run_capture_paced(open, kind, Rates::fixed(fps), slot, speaker, stats, stop)
+}
+
+/// How often the capture thread looks at the pace while it waits for the next frame.
+const PACE_POLL: Duration = Duration::from_millis(50);
+/// How often it looks while paused.
+const PAUSE_POLL: Duration = Duration::from_millis(250);
+
+/// Waits while narration is paused (`stats.pace`); true when stopped.
+fn wait_while_paused(stop: &Receiver<()>, stats: &Stats) -> bool {
+    while stats.pace.get() == PaceState::Paused {
+        if wait_or_stop(stop, PAUSE_POLL, stats) {
+            return true;
+        }
+    }
+    false
+}
+
+/// [`run_capture`] at the pace the worker sets in `stats.pace`: `rates.idle_fps` while the view is
+/// static (sources that show the present), nothing while paused (a camera is closed, and opened
+/// again on resume).
+pub fn run_capture_paced(
+    mut open: impl FnMut() -> Result<Box<dyn FrameSource>, CaptureError>,
+    kind: SourceKind,
+    rates: Rates,
+    slot: FrameSlot,
+    speaker: Speaker,
+    stats: Arc<Stats>,
+    stop: Receiver<()>,
+) {
     let mut number = 0u64;
     let mut failures = 0u32;
     let mut reported: Option<String> = None;
@@ -190,14 +321,53 @@ pub fn run_capture(
         failures = 0;
         stats.set_source(&name, "running");
         let live = source.live();
-        let mut next_at = Instant::now();
+        let paceable = source.paceable();
+        let mut last_at: Option<Instant> = None;
         loop {
-            if !live {
-                let now = Instant::now();
-                if next_at > now && wait_or_stop(&stop, next_at - now, &stats) {
+            if stats.pace.get() == PaceState::Paused {
+                if source.release_when_paused() {
+                    drop(source);
+                    tracing::info!("{name}: released while narration is paused");
+                    stats.set_source(&name, "paused");
+                    if wait_while_paused(&stop, &stats) {
+                        return;
+                    }
+                    continue 'open;
+                }
+                stats.set_source(&name, "paused");
+                if wait_while_paused(&stop, &stats) {
                     return;
                 }
-                next_at = (next_at + interval).max(Instant::now());
+                stats.set_source(&name, "running");
+                continue;
+            }
+            if !live {
+                // due one interval after the last frame, at the pace of the moment (a view that
+                // starts changing brings the next frame forward)
+                let mut stopped = false;
+                while let Some(t) = last_at {
+                    let state = stats.pace.get();
+                    let due = t + rates.interval(state, paceable);
+                    let now = Instant::now();
+                    if now >= due || state == PaceState::Paused {
+                        break;
+                    }
+                    stats.capture_beat();
+                    match stop.recv_timeout((due - now).min(PACE_POLL)) {
+                        Err(RecvTimeoutError::Timeout) => {}
+                        _ => {
+                            stopped = true;
+                            break;
+                        }
+                    }
+                }
+                if stopped {
+                    return;
+                }
+                if stats.pace.get() == PaceState::Paused {
+                    continue;
+                }
+                last_at = Some(Instant::now());
             }
             match stop.try_recv() {
                 Err(crossbeam_channel::TryRecvError::Empty) => {}

@@ -1,6 +1,9 @@
 //! The `test-pattern` source: generated frames, no files or camera needed. Three patterns (colour
-//! bars, a checkerboard, a gridded gradient) are each held for ten seconds in turn, so the scene watch sees
-//! a scene change every ten seconds.
+//! bars, a checkerboard, a gridded gradient) are each held for ten seconds in turn (seconds of
+//! time, as a camera would show them, however fast frames are taken), so the scene watch sees a
+//! scene change every ten seconds.
+
+use std::time::{Duration, Instant};
 
 use image::{Rgb, RgbImage};
 
@@ -12,18 +15,23 @@ pub const HOLD_S: f64 = 10.0;
 pub struct TestPattern {
     width: u32,
     height: u32,
-    frames_per_pattern: u64,
-    n: u64,
+    /// When the first frame was taken.
+    start: Option<Instant>,
 }
 
 impl TestPattern {
-    pub fn new(width: u32, height: u32, fps: f64) -> Self {
+    pub fn new(width: u32, height: u32) -> Self {
         Self {
             width,
             height,
-            frames_per_pattern: (fps * HOLD_S).round().max(1.0) as u64,
-            n: 0,
+            start: None,
         }
+    }
+
+    /// The frame in view `t` after the first one.
+    pub fn frame_at(&self, t: Duration) -> RgbImage {
+        let which = (t.as_secs_f64() / HOLD_S).floor() as u64;
+        Self::render(self.width, self.height, which)
     }
 
     /// Pattern `which` (0, 1, 2).
@@ -70,10 +78,14 @@ impl FrameSource for TestPattern {
         false
     }
 
+    /// It stands in for a camera: read less often while the view is static.
+    fn paceable(&self) -> bool {
+        true
+    }
+
     fn next_frame(&mut self) -> Result<Option<RgbImage>, CaptureError> {
-        let which = self.n / self.frames_per_pattern;
-        self.n += 1;
-        Ok(Some(Self::render(self.width, self.height, which)))
+        let start = *self.start.get_or_insert_with(Instant::now);
+        Ok(Some(self.frame_at(start.elapsed())))
     }
 }
 
@@ -83,8 +95,11 @@ mod tests {
 
     #[test]
     fn patterns_change_every_hold_period() {
-        let mut p = TestPattern::new(64, 48, 0.5); // 5 frames per pattern
-        let frames: Vec<RgbImage> = (0..11).map(|_| p.next_frame().unwrap().unwrap()).collect();
+        let p = TestPattern::new(64, 48);
+        // one frame every 2 s: 5 frames per pattern
+        let frames: Vec<RgbImage> = (0..11)
+            .map(|i| p.frame_at(Duration::from_secs(2 * i)))
+            .collect();
         assert_eq!(frames[0].dimensions(), (64, 48));
         assert_eq!(frames[0], frames[4]);
         assert_ne!(frames[4], frames[5]);

@@ -2,6 +2,8 @@
 //! encoder, projector, LLM prefill, time to first token, decode speed — and reports medians, the
 //! encoder's achieved GFLOP/s and the peak resident memory. `--json` prints one object shaped like
 //! the PyTorch reference timer's output so the two compare field by field.
+//!
+//! `--idle SECONDS` measures the daemon instead: see [`super::bench_idle`].
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -47,6 +49,21 @@ pub struct Args {
     /// Print one JSON object on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
+
+    /// Instead of timing the model's stages: run the daemon on a noisy static view for SECONDS
+    /// (after its first narration), with the change gate on and then off, then change the view;
+    /// print the processor share (percent of one core) and how long the change took to be
+    /// narrated, side by side.
+    #[arg(long, value_name = "SECONDS")]
+    pub idle: Option<f64>,
+
+    /// With --idle: frames per second of the view.
+    #[arg(long, default_value_t = 2.0, value_name = "FPS")]
+    pub fps: f64,
+
+    /// With --idle: sensor-like noise on every frame, up to ± this many levels.
+    #[arg(long, default_value_t = 8, value_name = "LEVELS")]
+    pub noise: u8,
 }
 
 /// Median of a non-empty sample (mean of the two middle values for an even count).
@@ -287,6 +304,23 @@ fn print_table(r: &Report, out: &mut impl Write) -> std::io::Result<()> {
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
+    if let Some(idle_s) = a.idle {
+        let mut base = crate::config::Config::default();
+        base.model.dtype = a.model.precision();
+        let dir = a.model.resolve()?;
+        let b = super::bench_idle::IdleBench {
+            idle_s,
+            fps: a.fps,
+            noise: a.noise,
+            width: base.capture.width,
+            height: base.capture.height,
+        };
+        let cfg = base.clone();
+        return super::bench_idle::run(b, base, move || {
+            Ok(Box::new(super::run::load_model(&dir, &cfg)?)
+                as Box<dyn crate::describer::Describer>)
+        });
+    }
     if a.runs == 0 {
         return Err(
             exit::Exit::new(exit::USAGE, anyhow::anyhow!("--runs must be at least 1")).into(),

@@ -149,6 +149,19 @@ fn status_text(s: &StatusReport) -> String {
         "  frames       {} captured, {} watched, {} described, {} dropped",
         s.frames.captured, s.frames.watched, s.frames.described, s.frames.dropped
     );
+    let _ = writeln!(
+        o,
+        "  scene watch  {} encoded, {} gated out (unchanged view); pace {}",
+        s.frames.encoded, s.frames.gated, s.pace
+    );
+    let _ = match &s.cpu {
+        Some(c) => writeln!(
+            o,
+            "  processor    {:.1} % of one core over the last {:.0} s",
+            c.percent_of_one_core, c.window_s
+        ),
+        None => writeln!(o, "  processor    not measured yet"),
+    };
     let _ = match &s.last_narration {
         Some(l) => writeln!(
             o,

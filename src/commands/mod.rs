@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod bench;
+pub mod bench_idle;
 pub mod check;
 pub mod ctl;
 pub mod describe;

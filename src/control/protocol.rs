@@ -141,6 +141,22 @@ pub struct FrameCounts {
     pub described: u64,
     /// Frames replaced by a fresher one before the model could look at them.
     pub dropped: u64,
+    /// Clear frames the scene encoder looked at (`[scene] resolution`).
+    #[serde(default)]
+    pub encoded: u64,
+    /// Clear frames the change gate kept from the encoder: they showed what the last encoded
+    /// frame showed.
+    #[serde(default)]
+    pub gated: u64,
+}
+
+/// The daemon's share of the processor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CpuShare {
+    /// Processor time used, as a percentage of one core (200 = two cores fully busy).
+    pub percent_of_one_core: f64,
+    /// Over this many seconds (the last minute, or since the start when younger).
+    pub window_s: f64,
 }
 
 /// The last narration heard.
@@ -172,6 +188,13 @@ pub struct StatusReport {
     pub source_state: String,
     pub speech_backend: String,
     pub frames: FrameCounts,
+    /// How fast frames are taken: "full" (`fps`), "idle" (a static view, `idle_fps`), "paused"
+    /// (the camera is released).
+    #[serde(default)]
+    pub pace: String,
+    /// Processor time over the last minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuShare>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_narration: Option<LastNarration>,
     /// Most recent last.

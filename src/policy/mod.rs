@@ -4,12 +4,14 @@
 //!
 //! - [`narrator`]: the scene narration policy, composed of the three below: per frame, what to say.
 //! - [`scene`]: has the view changed enough, for long enough, to narrate it, and how fully?
+//! - [`gate`]: could this frame show a different scene at all (cheap, before the encoder)?
 //! - [`guard`]: is the view too dark, covered, overexposed or blurred to describe?
 //! - [`dedup`]: does a new description say essentially the same as the last one?
 //! - [`phrasing`]: wording fixes ("The image shows …" → "…").
 //! - [`speech`]: what to say now, what to cut short, queue or drop.
 
 pub mod dedup;
+pub mod gate;
 pub mod guard;
 pub mod narrator;
 pub mod phrasing;

@@ -1,8 +1,10 @@
 //! The inference worker: one OS thread that owns the model and selects over frames, triggers and
 //! shutdown. Every frame it can take goes through the narration policy
 //! ([`crate::policy::narrator`]): cheap view checks first (a dark, covered, overexposed or blurred
-//! view gets one notice, never a description), then the scene watch over its embedding at
-//! `[scene] resolution`; a change is described (briefly while scenes change quickly, in full once a
+//! view gets one notice, never a description), then the change gate ([`crate::policy::gate`]): a
+//! frame that shows what the last encoded frame showed is not encoded again, the scene watch sees
+//! that frame's embedding once more (at least every `[scene] max_unseen_s` a frame is encoded
+//! anyway); then the scene watch over its embedding at `[scene] resolution`; a change is described (briefly while scenes change quickly, in full once a
 //! view has settled, if asked for) and streamed sentence by sentence to the speech thread, unless
 //! its first sentence repeats the last scene said. A user request (hotkey, SIGUSR1, control
 //! socket: detail, ask, changed, read) pre-empts: the running generation is cancelled at the next
@@ -15,11 +17,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{select, Receiver};
 
-use crate::capture::Frame;
+use crate::capture::{Frame, PaceState};
 use crate::config::Config;
 use crate::control::protocol::{ErrorCode, Response};
 use crate::describer::{DescribeRequest, Describer};
 use crate::narration::{Kind, Latency, NarrationId, Priority};
+use crate::policy::gate::{thumbnail, ChangeGate, Decision, GateParams, Pace};
 use crate::policy::guard::{classify, view_stats, ViewState};
 use crate::policy::narrator::{Narrator, NarratorParams};
 use crate::policy::phrasing::strip_preamble;
@@ -29,6 +32,9 @@ use crate::speech::ledger::{NarrationEnd, NarrationMeta};
 use crate::speech::sentences::{speakable, SentenceSplitter};
 use crate::speech::service::Speaker;
 use crate::status::Stats;
+
+/// How long a request while paused waits for the capture to deliver a new frame.
+const FRESH_WHILE_PAUSED: Duration = Duration::from_secs(3);
 
 /// Where a request's answer goes (the control socket waits on it).
 pub type Reply = tokio::sync::oneshot::Sender<Response>;
@@ -92,6 +98,7 @@ fn reply(r: Option<Reply>, resp: Response) {
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
     pub policy: NarratorParams,
+    pub gate: GateParams,
     pub scene_resolution: u32,
     pub scene_prompt: String,
     pub scene_max_tokens: usize,
@@ -111,6 +118,7 @@ impl WorkerSettings {
         let d = &c.describe;
         Self {
             policy: NarratorParams::from_config(c),
+            gate: GateParams::from_config(c),
             scene_resolution: c.scene.resolution,
             scene_prompt: d.scene_prompt.clone(),
             scene_max_tokens: d.scene_max_tokens,
@@ -174,6 +182,11 @@ pub struct Worker {
     describer: Box<dyn Describer>,
     settings: WorkerSettings,
     narrator: Narrator,
+    gate: ChangeGate,
+    /// The embedding of the frame the gate compares with (the last one encoded).
+    gate_embedding: Option<Vec<f32>>,
+    /// The view state of the previous frame (a change wakes the capture up).
+    view_state: Option<ViewState>,
     speaker: Speaker,
     stats: Arc<Stats>,
     stop: Flag,
@@ -198,6 +211,9 @@ impl Worker {
     ) -> Self {
         Self {
             narrator: Narrator::new(settings.policy.clone()),
+            gate: ChangeGate::new(settings.gate),
+            gate_embedding: None,
+            view_state: None,
             describer,
             settings,
             speaker,
@@ -216,6 +232,7 @@ impl Worker {
     /// Runs until `stop` closes (or the stop flag is raised).
     pub fn run(mut self, frames: Receiver<Frame>, triggers: Receiver<Trigger>, stop: Receiver<()>) {
         self.stats.set_state("watching");
+        self.stats.pace.set(PaceState::Full);
         let mut frames = frames;
         let mut next: Option<Trigger> = None;
         loop {
@@ -263,12 +280,54 @@ impl Worker {
             .set_state(if self.paused { "paused" } else { "watching" });
     }
 
-    /// The freshest frame: a waiting one if any, else the last one seen.
+    /// The freshest frame: a waiting one if any, else the last one seen. While paused, the capture
+    /// is woken for one new frame (the camera is opened again for it).
     fn freshest(&mut self, frames: &Receiver<Frame>) -> Option<Frame> {
         if let Ok(f) = frames.try_recv() {
             self.latest = Some((f, None));
+        } else if self.paused && self.stats.source_state() == "paused" {
+            self.stats.pace.set(PaceState::Full);
+            let fresh = frames.recv_timeout(FRESH_WHILE_PAUSED);
+            self.stats.pace.set(PaceState::Paused);
+            match fresh {
+                Ok(f) => self.latest = Some((f, None)),
+                Err(_) => tracing::debug!("no new frame while paused: the last one is used"),
+            }
         }
         self.latest.as_ref().map(|(f, _)| f.clone())
+    }
+
+    /// The embedding of a clear frame for the scene watch: a new one when the change gate opens,
+    /// else the last encoded frame's (the frame shows the same).
+    fn scene_embedding(&mut self, frame: &Frame, now: Duration) -> Option<Vec<f32>> {
+        let thumb = thumbnail(&frame.image);
+        let decision = self.gate.check(&thumb, now);
+        if let (Decision::Skip { area }, Some(e)) = (decision, &self.gate_embedding) {
+            tracing::trace!(
+                "frame {}: gate closed ({:.1} % of the view differs): not encoded",
+                frame.number,
+                area * 100.0
+            );
+            Stats::inc(&self.stats.gated);
+            return Some(e.clone());
+        }
+        tracing::trace!("frame {}: gate {decision:?}: encoded", frame.number);
+        let e = self.embed(frame)?;
+        Stats::inc(&self.stats.encoded);
+        self.gate.encoded(thumb, now);
+        self.gate_embedding = Some(e.clone());
+        Some(e)
+    }
+
+    /// The capture's pace from the gate (unless paused).
+    fn set_pace(&self, now: Duration) {
+        if self.paused {
+            return;
+        }
+        self.stats.pace.set(match self.gate.pace(now) {
+            Pace::Full => PaceState::Full,
+            Pace::Idle => PaceState::Idle,
+        });
     }
 
     fn embed(&mut self, frame: &Frame) -> Option<Vec<f32>> {
@@ -299,22 +358,35 @@ impl Worker {
             return None;
         }
         Stats::inc(&self.stats.watched);
+        let now = self.stats.clock.at(frame.captured);
         let state = classify(&view_stats(&frame.image), &self.settings.policy.guards);
+        if self.view_state.replace(state) != Some(state) {
+            self.gate.wake(now);
+        }
         let step = self.narrator.view(state);
         if let Some(n) = step.notice {
             self.speaker.notice(n);
         }
         if !step.describe {
             tracing::debug!("frame {}: view {state:?}: not described", frame.number);
+            self.set_pace(now);
             return None;
         }
-        let e = self.embed(&frame)?;
+        let e = self.scene_embedding(&frame, now);
+        let Some(e) = e else {
+            self.set_pace(now);
+            return None;
+        };
         if let Some(l) = self.latest.as_mut() {
             l.1 = Some(e.clone());
         }
-        let now = self.stats.clock.at(frame.captured);
         let verdict = self.narrator.observe(&e, now);
         tracing::debug!("frame {}: view clear, {verdict:?}", frame.number);
+        if !matches!(verdict, Verdict::Same { .. }) {
+            // a change under way: frames at full pace until it is narrated
+            self.gate.wake(now);
+        }
+        self.set_pace(now);
         let Verdict::Narrate { verbosity, .. } = verdict else {
             return None;
         };
@@ -425,6 +497,7 @@ impl Worker {
         self.stats
             .paused
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stats.pace.set(PaceState::Paused);
         self.speaker.silence();
         self.flush_pending_ends();
         self.speaker.notice("Narration paused.");
@@ -441,6 +514,8 @@ impl Worker {
         self.stats
             .paused
             .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.gate.wake(self.stats.clock.now());
+        self.stats.pace.set(PaceState::Full);
         self.narrator.reset_run();
         self.speaker.notice("Narration resumed.");
         self.idle_state();
