@@ -55,7 +55,15 @@ fn started(rec: &Recorder, text: &str) -> Utterance {
         .unwrap_or_else(|| panic!("{text:?} never started: {:?}", rec.utterances()))
 }
 
+/// The utterance once it ended (and speech-dispatcher has seen its module end: the recorder
+/// writes just before).
 fn finished(rec: &Recorder, text: &str) -> Utterance {
+    let u = finished_now(rec, text);
+    std::thread::sleep(Duration::from_millis(200));
+    u
+}
+
+fn finished_now(rec: &Recorder, text: &str) -> Utterance {
     rec.wait_for(text, LONG, |u| u.end.is_some() || u.cancelled.is_some())
         .filter(|u| u.end.is_some() || u.cancelled.is_some())
         .unwrap_or_else(|| panic!("{text:?} never ended: {:?}", rec.utterances()))
@@ -129,7 +137,8 @@ fn speech_takes_turns_with_the_screen_reader_on_a_real_speech_dispatcher() {
         .unwrap();
     assert_eq!(outcome(&mut d), Progress::Finished);
     let u = finished(&rec, "你好");
-    assert_eq!(u.text, "你好。这是一个测试。");
+    // (speech-dispatcher turns punctuation into pauses before the engine sees the text)
+    assert!(u.text.starts_with("你好") && u.text.contains("这是一个测试"), "{u:?}");
     assert_eq!(u.language, "zh");
     assert!(u.rate.starts_with("40"), "{u:?}");
     assert!(u.volume.starts_with("-20"), "{u:?}");
