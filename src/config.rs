@@ -312,6 +312,8 @@ pub struct SpeechConfig {
     pub backend: SpeechBackend,
     /// -100 (slowest) … 0 (the backend's normal speed) … 100 (fastest).
     pub rate: i32,
+    /// -100 (quietest) … 0 (the backend's own volume) … 100 (loudest); speech-dispatcher only.
+    pub volume: i32,
     /// Backend voice name; empty = the backend's default.
     pub voice: String,
     /// Language code such as "en"; empty = the backend's default.
@@ -327,6 +329,7 @@ impl Default for SpeechConfig {
         Self {
             backend: SpeechBackend::SpeechDispatcher,
             rate: 0,
+            volume: 0,
             voice: String::new(),
             language: String::new(),
             stale_s: 10.0,
@@ -349,6 +352,8 @@ pub struct HotkeyConfig {
     pub changed_key: String,
     /// Read the text in view; empty = none.
     pub read_key: String,
+    /// Stop speaking now (narration goes on); empty = none.
+    pub hush_key: String,
     /// An input device path; empty = every keyboard under /dev/input.
     pub device: String,
 }
@@ -361,6 +366,7 @@ impl Default for HotkeyConfig {
             pause_key: String::new(),
             changed_key: String::new(),
             read_key: String::new(),
+            hush_key: String::new(),
             device: String::new(),
         }
     }
@@ -545,7 +551,40 @@ impl Config {
             })
             .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()));
         c.resolve_paths(base.as_deref());
+        c.apply_language();
         Ok(c)
+    }
+
+    /// With `[speech] language` set to a language with a built-in prompt set, every `[describe]`
+    /// prompt left at its (English) default becomes that language's; prompts written by the user
+    /// stay as they are.
+    pub fn apply_language(&mut self) {
+        let Some(p) = crate::policy::phrasing::prompts(&self.speech.language) else {
+            return;
+        };
+        let en = DescribeConfig::default();
+        let d = &mut self.describe;
+        for (mine, default, theirs) in [
+            (&mut d.scene_prompt, &en.scene_prompt, p.scene),
+            (&mut d.brief_prompt, &en.brief_prompt, p.brief),
+            (&mut d.detail_prompt, &en.detail_prompt, p.detail),
+            (&mut d.changed_prompt, &en.changed_prompt, p.changed),
+            (&mut d.read_prompt, &en.read_prompt, p.read),
+        ] {
+            if mine == default {
+                *mine = theirs.to_string();
+            }
+        }
+    }
+
+    /// The cue said when a request begins, in the narration language (`None`: switched off).
+    pub fn acknowledgement(&self) -> Option<String> {
+        self.speech.acknowledge.then(|| {
+            crate::policy::phrasing::prompts(&self.speech.language)
+                .or(crate::policy::phrasing::prompts("en"))
+                .map(|p| p.acknowledge.to_string())
+                .unwrap_or_default()
+        })
     }
 
     /// Checks every value's range and the combinations of values; one [`Invalid`] per problem.
@@ -735,6 +774,15 @@ impl Config {
                 ),
             ));
         }
+        if !(-100..=100).contains(&s.volume) {
+            out.push(invalid(
+                "speech.volume",
+                format!(
+                    "{} is not allowed: -100 (quietest) to 100 (loudest), 0 = the backend's own",
+                    s.volume
+                ),
+            ));
+        }
         if !(s.stale_s > 0.0 && s.stale_s <= 3600.0) {
             out.push(invalid(
                 "speech.stale_s",
@@ -759,6 +807,7 @@ impl Config {
             ("hotkey.pause_key", &h.pause_key),
             ("hotkey.changed_key", &h.changed_key),
             ("hotkey.read_key", &h.read_key),
+            ("hotkey.hush_key", &h.hush_key),
         ] {
             if !value.trim().is_empty() {
                 if let Err(e) = crate::control::hotkey::Combo::parse(value) {
@@ -967,6 +1016,47 @@ fn locate(text: &str, span: Option<Range<usize>>, message: &str) -> Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_language_chooses_the_prompts_and_the_users_own_win() {
+        let en = crate::policy::phrasing::prompts("en").unwrap();
+        let d = DescribeConfig::default();
+        assert_eq!(
+            (
+                d.scene_prompt.as_str(),
+                d.brief_prompt.as_str(),
+                d.detail_prompt.as_str()
+            ),
+            (en.scene, en.brief, en.detail)
+        );
+        assert_eq!(
+            (d.changed_prompt.as_str(), d.read_prompt.as_str()),
+            (en.changed, en.read)
+        );
+        let zh = crate::policy::phrasing::prompts("zh").unwrap();
+        let c = Config::from_toml(
+            "[speech]\nlanguage = \"zh\"\n[describe]\ndetail_prompt = \"My own prompt.\"\n",
+            Path::new("/etc/scenesay/config.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.describe.scene_prompt, zh.scene);
+        assert_eq!(c.describe.read_prompt, zh.read);
+        assert_eq!(c.describe.detail_prompt, "My own prompt.");
+        assert_eq!(c.acknowledgement().as_deref(), Some("正在看。"));
+        // the shipped file writes every English default out: those still become Chinese
+        let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"))
+            .unwrap()
+            .replace("language = \"\"", "language = \"zh\"");
+        let c = Config::from_toml(&shipped, Path::new("/etc/scenesay/config.toml")).unwrap();
+        assert_eq!(c.describe.brief_prompt, zh.brief);
+        // a language without a prompt set keeps the English prompts
+        let c = Config::from_toml(
+            "[speech]\nlanguage = \"it\"\n",
+            Path::new("/etc/scenesay/config.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.describe.scene_prompt, en.scene);
+    }
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml(text, Path::new("/etc/scenesay/config.toml"))

@@ -175,6 +175,7 @@ pub fn run_with_source(
     let speaker = Speaker::new(speech_tx);
     let (speech_stop, speech_stop_rx) = crossbeam_channel::bounded::<()>(0);
     let speech_cfg = config.speech.clone();
+    let acknowledge = config.acknowledgement();
     let speech_stats = stats.clone();
     let speech = spawn("speech", &ends_tx, move || {
         let st = speech_stats.clone();
@@ -188,7 +189,8 @@ pub fn run_with_source(
         tracing::info!("speech backend: {}", sink.name());
         let settings = SpeechSettings {
             stale_after: Duration::from_secs_f64(speech_cfg.stale_s),
-            acknowledge: speech_cfg.acknowledge.then(|| "Looking.".to_string()),
+            acknowledge,
+            voice: crate::speech::Voice::from_config(&speech_cfg),
         };
         SpeechService::new(Box::new(sink), settings, log, speech_stats)
             .run(speech_rx, speech_stop_rx);
@@ -281,6 +283,7 @@ pub fn run_with_source(
         triggers: trigger_tx.clone(),
         stats: stats.clone(),
         shutdown: shutdown.tx.clone(),
+        speaker: speaker.clone(),
     };
     let sock = socket.clone();
     let control = Some(spawn("control", &ends_tx, move || {
@@ -298,18 +301,25 @@ pub fn run_with_source(
                 speaker.clone(),
                 config.hotkey.device.clone(),
             );
+            let sp2 = speaker.clone();
             Some(spawn("hotkey", &ends_tx, move || {
                 hotkey::watch(
                     &device,
                     m,
                     &hotkey_stop_rx,
                     |a| {
+                        if a == Action::Hush {
+                            // straight to speech: no waiting behind the model's requests
+                            sp2.hush();
+                            return;
+                        }
                         let t = match a {
                             Action::Detail => Trigger::Detail { reply: None },
                             Action::Repeat => Trigger::Repeat { reply: None },
                             Action::TogglePause => Trigger::TogglePause,
                             Action::Changed => Trigger::Changed { reply: None },
                             Action::Read => Trigger::Read { reply: None },
+                            Action::Hush => return,
                         };
                         let _ = tx.try_send(t);
                     },

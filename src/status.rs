@@ -70,6 +70,7 @@ struct Facts {
     source: String,
     source_state: String,
     speech_backend: String,
+    speech_voice: crate::speech::Voice,
     last: Option<LastNarration>,
     latencies: VecDeque<RecentLatency>,
 }
@@ -203,6 +204,11 @@ impl Stats {
         self.facts().speech_backend = name.to_string();
     }
 
+    /// The speech settings in use (changed by `scenesay ctl rate|volume|voice`).
+    pub fn set_speech_voice(&self, v: &crate::speech::Voice) {
+        self.facts().speech_voice = v.clone();
+    }
+
     /// A narration was heard (fully or in part).
     pub fn heard(&self, last: LastNarration, latency: RecentLatency) {
         let mut f = self.facts();
@@ -228,6 +234,7 @@ impl Stats {
             source: f.source.clone(),
             source_state: f.source_state.clone(),
             speech_backend: f.speech_backend.clone(),
+            speech: f.speech_voice.clone(),
             frames: FrameCounts {
                 captured: self.captured.load(Ordering::Relaxed),
                 watched: self.watched.load(Ordering::Relaxed),

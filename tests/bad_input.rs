@@ -193,6 +193,7 @@ fn server() -> &'static Server {
             triggers,
             stats: Arc::new(Stats::new(Clock::new())),
             shutdown,
+            speaker: scenesay::speech::service::Speaker::new(crossbeam_channel::unbounded().0),
         };
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         std::mem::forget(stop); // serve for the whole test run

@@ -110,6 +110,7 @@ fn another_user_is_refused_by_peer_credentials() {
         triggers,
         stats: Arc::new(Stats::new(Clock::new())),
         shutdown,
+        speaker: scenesay::speech::service::Speaker::new(crossbeam_channel::unbounded().0),
     };
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let p = path.clone();

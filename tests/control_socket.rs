@@ -96,6 +96,7 @@ fn start_at(dir: tempfile::TempDir, path: PathBuf) -> Server {
         triggers: tx,
         stats: Arc::new(Stats::new(Clock::new())),
         shutdown: shutdown_tx,
+        speaker: scenesay::speech::service::Speaker::new(crossbeam_channel::unbounded().0),
     };
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let p = path.clone();

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use scenesay::config::SpeechConfig;
-use scenesay::narration::Kind;
+use scenesay::narration::{Kind, Priority};
 use scenesay::speech::espeak::{EspeakNg, Output};
 use scenesay::speech::SpeechSink;
 use support::*;
@@ -38,7 +38,7 @@ fn say(rate: i32, text: &str) -> f64 {
         ..Default::default()
     };
     let mut s = EspeakNg::open(&cfg, Output::WavDir(dir.path().to_path_buf())).unwrap();
-    s.speak(text, Kind::Scene).unwrap();
+    s.speak(text, Kind::Scene, Priority::Scene).unwrap();
     wait_done(&mut s);
     seconds(&dir.path().join("utterance-1.wav"))
 }
@@ -70,15 +70,21 @@ fn espeak_ng_stops_when_told() {
     )
     .unwrap();
     let long = "This sentence goes on and on. ".repeat(400);
-    s.speak(&long, Kind::Detail).unwrap();
+    s.speak(&long, Kind::Detail, Priority::User).unwrap();
     assert!(
         s.is_speaking().unwrap(),
         "a long text takes a while to synthesise"
     );
+    let pid = s.pid().expect("an espeak-ng process says it");
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
     s.stop().unwrap();
-    assert!(!s.is_speaking().unwrap());
+    // the process itself is gone (killed and reaped), not just forgotten
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "espeak-ng {pid} still runs after stop"
+    );
     // and it can speak again afterwards
-    s.speak("Again.", Kind::Notice).unwrap();
+    s.speak("Again.", Kind::Notice, Priority::Notice).unwrap();
     wait_done(&mut s);
     assert!(seconds(&dir.path().join("utterance-2.wav")) > 0.2);
 }

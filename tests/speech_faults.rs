@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 mod speechd;
 
 use scenesay::config::{SpeechBackend, SpeechConfig};
-use scenesay::narration::Kind;
+use scenesay::narration::{Kind, Priority};
 use scenesay::speech::dispatcher::Dispatcher;
 use scenesay::speech::espeak::{EspeakNg, Output};
 use scenesay::speech::resilient::{fallback_order, Opener, Resilient};
@@ -93,13 +93,15 @@ fn a_killed_speech_dispatcher_falls_back_to_espeak_ng_and_is_used_again_later() 
     .unwrap();
     assert!(note.is_none(), "{note:?}");
     assert_eq!(s.name(), "speech-dispatcher");
-    s.speak("Before the crash.", Kind::Notice).unwrap();
+    s.speak("Before the crash.", Kind::Notice, Priority::Notice)
+        .unwrap();
     wait_silent(&mut s);
 
     server.kill(libc::SIGKILL);
     std::thread::sleep(Duration::from_millis(200));
     // the next utterance is said, by espeak-ng
-    s.speak("After the crash.", Kind::Scene).unwrap();
+    s.speak("After the crash.", Kind::Scene, Priority::Scene)
+        .unwrap();
     assert_eq!(s.name(), "espeak-ng");
     wait_silent(&mut s);
     assert_eq!(wavs(&wav_dir), 1, "espeak-ng wrote the utterance");
@@ -116,7 +118,8 @@ fn a_killed_speech_dispatcher_falls_back_to_espeak_ng_and_is_used_again_later() 
     drop(server);
     let _server = Server::start(root.path());
     std::thread::sleep(Duration::from_millis(1100));
-    s.speak("Back again.", Kind::Scene).unwrap();
+    s.speak("Back again.", Kind::Scene, Priority::Scene)
+        .unwrap();
     assert_eq!(s.name(), "speech-dispatcher", "{}", lines.text());
     wait_silent(&mut s);
     assert_eq!(wavs(&wav_dir), 1, "not said by espeak-ng");

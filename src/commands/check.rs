@@ -1,7 +1,9 @@
 //! `scenesay check`: is everything the daemon needs in place? One line per item — OK, WARN or
 //! FAIL — and for each problem, what to do. Items: config, weights (files present, shards
 //! complete, each file as long as its header says), model (loads: tensor names and shapes match
-//! config.json), source, ffmpeg, speech, hotkey, socket, log.
+//! config.json), source, ffmpeg, speech, hotkey, socket, log. Every probe has a time limit
+//! (speech: 10 s): a probe that hangs is reported as a failure and the check goes on, so `check`
+//! always returns.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,6 +13,7 @@ use crate::capture;
 use crate::config::{Config, SourceKind, SpeechBackend};
 use crate::control::{client, hotkey, protocol};
 use crate::exit;
+use crate::speech::{Progress, SpeechError};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -31,32 +34,94 @@ enum Level {
     Fail,
 }
 
+/// The lines of a check. A probe running on its own thread collects them (`buffer`); the main
+/// report prints them as they come.
+#[derive(Default)]
 struct Report {
     fails: usize,
+    buffer: Option<Vec<(Level, String)>>,
 }
+
+/// How long each probe may take.
+const MODEL_LIMIT: Duration = Duration::from_secs(600);
+const SPEECH_LIMIT: Duration = Duration::from_secs(10);
+const QUICK_LIMIT: Duration = Duration::from_secs(15);
 
 impl Report {
     fn line(&mut self, level: Level, item: &str, what: &str, todo: Option<&str>) {
         let tag = match level {
             Level::Ok => "OK",
             Level::Warn => "WARN",
-            Level::Fail => {
-                self.fails += 1;
-                "FAIL"
-            }
+            Level::Fail => "FAIL",
         };
         let mut text = format!("{tag:<5} {item:<9} {what}\n");
         if let Some(t) = todo {
             text.push_str(&format!("{:<15} → {t}\n", ""));
         }
+        self.emit(level, text);
+    }
+
+    fn emit(&mut self, level: Level, text: String) {
+        if let Some(b) = self.buffer.as_mut() {
+            b.push((level, text));
+            return;
+        }
+        if level == Level::Fail {
+            self.fails += 1;
+        }
         // a reader that went away (`| head`) is not an error
         let mut o = std::io::stdout().lock();
         let _ = o.write_all(text.as_bytes()).and_then(|_| o.flush());
     }
+
+    /// Runs `probe` on its own thread, at most `limit` (plus a little for its own time limits);
+    /// a probe that does not return in time is a failure of `item` with `todo`.
+    fn timed(
+        &mut self,
+        item: &str,
+        limit: Duration,
+        todo: &str,
+        probe: impl FnOnce(&mut Report) + Send + 'static,
+    ) {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let spawned = std::thread::Builder::new()
+            .name(format!("check {item}"))
+            .spawn(move || {
+                let mut r = Report {
+                    fails: 0,
+                    buffer: Some(vec![]),
+                };
+                probe(&mut r);
+                let _ = tx.send(r.buffer.unwrap_or_default());
+            });
+        if let Err(e) = spawned {
+            self.line(
+                Level::Fail,
+                item,
+                &format!("cannot run the check: {e}"),
+                None,
+            );
+            return;
+        }
+        // the probe's own limits come first; this one catches whatever else could hang
+        match rx.recv_timeout(limit + Duration::from_secs(2)) {
+            Ok(lines) => {
+                for (level, text) in lines {
+                    self.emit(level, text);
+                }
+            }
+            Err(_) => self.line(
+                Level::Fail,
+                item,
+                &format!("did not answer within {} s", limit.as_secs()),
+                Some(todo),
+            ),
+        }
+    }
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
-    let mut r = Report { fails: 0 };
+    let mut r = Report::default();
     let config = match Config::load(a.config.as_deref()) {
         Ok((c, Some(p))) => {
             r.line(Level::Ok, "config", &p.display().to_string(), None);
@@ -83,13 +148,51 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             c
         }
     };
-    check_model(&mut r, &config, a.model.as_deref());
-    check_source(&mut r, &config);
-    check_ffmpeg(&mut r);
-    check_speech(&mut r, &config);
-    check_hotkey(&mut r, &config);
-    check_socket(&mut r, &config);
-    check_log(&mut r, &config);
+    let (c, model) = (config.clone(), a.model.clone());
+    r.timed(
+        "model",
+        MODEL_LIMIT,
+        "check that the model folder is on a local, readable disk",
+        move |r| check_model(r, &c, model.as_deref()),
+    );
+    let c = config.clone();
+    r.timed(
+        "source",
+        QUICK_LIMIT,
+        "the frame source hangs: unplug and replug the camera, or check `[capture] path`",
+        move |r| check_source(r, &c),
+    );
+    r.timed(
+        "ffmpeg",
+        QUICK_LIMIT,
+        "`ffmpeg -version` hangs: reinstall it (`sudo apt install --reinstall ffmpeg`)",
+        check_ffmpeg,
+    );
+    let c = config.clone();
+    r.timed("speech", SPEECH_LIMIT, SPEECH_TODO, move |r| {
+        check_speech(r, &c)
+    });
+    let c = config.clone();
+    r.timed(
+        "hotkey",
+        QUICK_LIMIT,
+        "reading the keyboards hangs: set `[hotkey] device` to one keyboard",
+        move |r| check_hotkey(r, &c),
+    );
+    let c = config.clone();
+    r.timed(
+        "socket",
+        QUICK_LIMIT,
+        "the running scenesay does not answer: restart it (`systemctl --user restart scenesay`)",
+        move |r| check_socket(r, &c),
+    );
+    let c = config.clone();
+    r.timed(
+        "log",
+        QUICK_LIMIT,
+        "the narration log's disk hangs: set `[log] path` to a local disk",
+        move |r| check_log(r, &c),
+    );
     Ok(if r.fails == 0 {
         exit::OK
     } else {
@@ -242,8 +345,12 @@ fn check_source(r: &mut Report, config: &Config) {
     }
 }
 
+/// What to do about speech-dispatcher that takes text and never says it.
+const SPEECH_TODO: &str = "speech-dispatcher has no working audio output: `spd-say -w hello` should be heard and return (it hangs the same way); set its audio output (`AudioOutputMethod \"pulse\"` or `\"alsa\"` in ~/.config/speech-dispatcher/speechd.conf) and restart it (`killall speech-dispatcher`), or set `[speech] backend = \"espeak-ng\"`";
+
 fn check_speech(r: &mut Report, config: &Config) {
     let b = config.speech.backend;
+    let started = std::time::Instant::now();
     match crate::speech::open_backend(b, &config.speech) {
         Ok(_) if b == SpeechBackend::Log => r.line(
             Level::Ok,
@@ -255,32 +362,55 @@ fn check_speech(r: &mut Report, config: &Config) {
             // say a short sentence and wait for the backend to report its end: a backend that
             // accepts text but never finishes has no working audio output
             let said = s
-                .speak("scenesay speech check.", crate::narration::Kind::Notice)
-                .map_err(|e| e.to_string())
-                .and_then(|_| {
-                    let t = std::time::Instant::now();
-                    while t.elapsed() < Duration::from_secs(10) {
-                        match s.is_speaking() {
-                            Ok(false) => return Ok(()),
-                            Ok(true) => std::thread::sleep(Duration::from_millis(20)),
-                            Err(e) => return Err(e.to_string()),
-                        }
+                .speak(
+                    "scenesay speech check.",
+                    crate::narration::Kind::Notice,
+                    crate::narration::Priority::User,
+                )
+                .map_err(|e| (e.to_string(), false))
+                .and_then(|_| loop {
+                    if started.elapsed() >= SPEECH_LIMIT {
+                        let _ = s.stop();
+                        break Err((
+                            "accepted the sentence but never finished it (no audio output?)"
+                                .to_string(),
+                            true,
+                        ));
                     }
-                    let _ = s.stop();
-                    Err("it never finished saying a test sentence".to_string())
+                    match s.poll() {
+                        Ok(Progress::Speaking) => std::thread::sleep(Duration::from_millis(20)),
+                        Ok(Progress::Finished) => break Ok(()),
+                        Ok(Progress::Cut { why, .. }) => break Err((why, false)),
+                        Err(SpeechError::Stuck { .. }) => {
+                            break Err((
+                                "accepted the sentence but never finished it (no audio output?)"
+                                    .to_string(),
+                                true,
+                            ))
+                        }
+                        Err(e) => break Err((e.to_string(), false)),
+                    }
                 });
             match said {
                 Ok(()) => r.line(
                     Level::Ok,
                     "speech",
-                    &format!("{} said \"scenesay speech check\"", s.name()),
+                    &format!(
+                        "{} said \"scenesay speech check\" ({:.1} s)",
+                        s.name(),
+                        started.elapsed().as_secs_f64()
+                    ),
                     None,
                 ),
-                Err(e) => r.line(
+                Err((e, mute)) => r.line(
                     Level::Fail,
                     "speech",
-                    &format!("{}: {e}", s.name()),
-                    Some("check the audio output (speech-dispatcher: `spd-say -w hello`; its audio method in ~/.config/speech-dispatcher/speechd.conf)"),
+                    &format!("{} {e}", s.name()),
+                    Some(if mute {
+                        SPEECH_TODO
+                    } else {
+                        "check speech-dispatcher (`spd-say -w hello`; its log in ~/.cache/speech-dispatcher/log) or set `[speech] backend`"
+                    }),
                 ),
             }
         }

@@ -66,7 +66,21 @@ pub enum Action {
     Pause,
     /// Resume scene narration.
     Resume,
-    /// Show uptime, frame counters, the last narration and recent latencies.
+    /// Stop speaking now and drop what waits to be said; scene narration goes on.
+    Hush,
+    /// Set the speaking rate until restart: -100 (slowest) … 0 (normal) … 100 (fastest).
+    Rate {
+        #[arg(allow_hyphen_values = true, value_parser = clap::value_parser!(i32).range(-100..=100))]
+        value: i32,
+    },
+    /// Set the volume until restart: -100 (quietest) … 0 (the backend's own) … 100 (loudest).
+    Volume {
+        #[arg(allow_hyphen_values = true, value_parser = clap::value_parser!(i32).range(-100..=100))]
+        value: i32,
+    },
+    /// Set the voice until restart (`spd-say -L` lists speech-dispatcher's voices); "" = default.
+    Voice { name: String },
+    /// Show uptime, frame counters, speech settings, the last narration and recent latencies.
     Status,
     /// Stop the daemon.
     Stop,
@@ -99,6 +113,10 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         Action::Read { no_wait } => Request::Read { wait: !no_wait },
         Action::Pause => Request::Pause {},
         Action::Resume => Request::Resume {},
+        Action::Hush => Request::Hush {},
+        Action::Rate { value } => Request::Rate { value: *value },
+        Action::Volume { value } => Request::Volume { value: *value },
+        Action::Voice { name } => Request::Voice { name: name.clone() },
         Action::Status => Request::Status {},
         Action::Stop => Request::Stop {},
     };
@@ -121,6 +139,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         Response::Accepted { message } => emit(&format!("{message}\n")),
         Response::Narration { text, .. } => emit(&format!("{text}\n")),
         Response::Status(s) => emit(&status_text(&s)),
+        Response::Speech(v) => emit(&format!("{}\n", speech_text(&v))),
         Response::Error { code, message } => {
             eprintln!(
                 "error: {message} ({})",
@@ -138,12 +157,35 @@ fn emit(text: &str) {
     let _ = o.write_all(text.as_bytes()).and_then(|_| o.flush());
 }
 
+/// "rate 20, volume 0, voice default, language zh"
+fn speech_text(v: &crate::speech::Voice) -> String {
+    let or_default = |s: &str| {
+        if s.is_empty() {
+            "default".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    format!(
+        "rate {}, volume {}, voice {}, language {}",
+        v.rate,
+        v.volume,
+        or_default(&v.voice),
+        or_default(&v.language)
+    )
+}
+
 fn status_text(s: &StatusReport) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "scenesay {}: {}", s.version, s.state);
     let _ = writeln!(o, "  up for       {:.0} s", s.uptime_s);
     let _ = writeln!(o, "  source       {} ({})", s.source, s.source_state);
-    let _ = writeln!(o, "  speech       {}", s.speech_backend);
+    let _ = writeln!(
+        o,
+        "  speech       {}: {}",
+        s.speech_backend,
+        speech_text(&s.speech)
+    );
     let _ = writeln!(
         o,
         "  frames       {} captured, {} watched, {} described, {} dropped",

@@ -24,6 +24,8 @@ pub enum Action {
     Changed,
     /// Read the text in view.
     Read,
+    /// Stop speaking now (narration goes on).
+    Hush,
 }
 
 /// A bad key name or combination in the configuration.
@@ -135,6 +137,7 @@ impl KeyMapper {
             (&cfg.pause_key, Action::TogglePause),
             (&cfg.changed_key, Action::Changed),
             (&cfg.read_key, Action::Read),
+            (&cfg.hush_key, Action::Hush),
         ] {
             if !text.trim().is_empty() {
                 b.push((Combo::parse(text)?, action));
@@ -415,6 +418,7 @@ mod tests {
                     Some(Action::TogglePause) => 'P',
                     Some(Action::Changed) => 'C',
                     Some(Action::Read) => 'T',
+                    Some(Action::Hush) => 'H',
                 }
             })
             .collect()
@@ -425,12 +429,18 @@ mod tests {
         ("KEY_LEFTMETA+KEY_D", Action::Detail),
         ("CTRL+ALT+KEY_R", Action::Repeat),
         ("KEY_PAUSE", Action::TogglePause),
+        ("KEY_ESC", Action::Hush),
     ];
 
     #[test]
     fn single_key_fires_once_per_press() {
         assert_eq!(run(F12, "+F12 -F12"), "D.");
         assert_eq!(run(F12, "+F12 *F12 *F12 -F12 +F12 -F12"), "D...D.");
+    }
+
+    #[test]
+    fn the_hush_key_fires() {
+        assert_eq!(run(META_D, "+ESC -ESC +PAUSE -PAUSE"), "H.P.");
     }
 
     #[test]

@@ -61,6 +61,14 @@ pub enum Request {
     Pause {},
     /// Resume scene narration.
     Resume {},
+    /// Stop speaking now and drop what waits to be said; narration goes on.
+    Hush {},
+    /// Speaking rate from now on (until restart): -100 (slowest) … 0 … 100 (fastest).
+    Rate { value: i32 },
+    /// Volume from now on (until restart): -100 (quietest) … 0 … 100 (loudest).
+    Volume { value: i32 },
+    /// Voice from now on (until restart): a voice name of the backend; empty = its default.
+    Voice { name: String },
     /// The daemon's state and counters.
     Status {},
     /// Shut the daemon down cleanly.
@@ -109,6 +117,8 @@ pub enum Response {
     },
     /// See [`StatusReport`].
     Status(StatusReport),
+    /// The speech settings now in use (after `rate`, `volume`, `voice`).
+    Speech(crate::speech::Voice),
     Error {
         code: ErrorCode,
         message: String,
@@ -187,6 +197,9 @@ pub struct StatusReport {
     pub source: String,
     pub source_state: String,
     pub speech_backend: String,
+    /// Rate, volume, voice and language in use (`scenesay ctl rate|volume|voice` change them).
+    #[serde(default)]
+    pub speech: crate::speech::Voice,
     pub frames: FrameCounts,
     /// How fast frames are taken: "full" (`fps`), "idle" (a static view, `idle_fps`), "paused"
     /// (the camera is released).
@@ -241,7 +254,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
         RequestError::new(
             ErrorCode::BadRequest,
             format!(
-                "{e}; a request is one JSON object per line such as {{\"cmd\":\"status\"}} (commands: describe, ask, repeat, changed, read, pause, resume, status, stop)"
+                "{e}; a request is one JSON object per line such as {{\"cmd\":\"status\"}} (commands: describe, ask, repeat, changed, read, pause, resume, hush, rate, volume, voice, status, stop)"
             ),
         )
     })?;
@@ -290,6 +303,12 @@ mod tests {
             Request::Read { wait: false },
             Request::Pause {},
             Request::Resume {},
+            Request::Hush {},
+            Request::Rate { value: -20 },
+            Request::Volume { value: 50 },
+            Request::Voice {
+                name: "MALE1".into(),
+            },
             Request::Status {},
             Request::Stop {},
         ] {

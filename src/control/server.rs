@@ -17,6 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{watch, Semaphore};
 
 use super::protocol::{parse_request, ErrorCode, Request, Response, MAX_LINE};
+use crate::speech::service::VoiceChange;
 use crate::status::Stats;
 use crate::worker::Trigger;
 
@@ -123,6 +124,8 @@ pub struct Handles {
     pub stats: Arc<Stats>,
     /// Asks the daemon to shut down (`stop`).
     pub shutdown: Sender<()>,
+    /// The speech thread (`hush`, `rate`, `volume`, `voice`).
+    pub speaker: crate::speech::service::Speaker,
 }
 
 /// Serves `listener` until `stop` changes or its sender is dropped; removes the socket file then.
@@ -261,6 +264,20 @@ async fn connection(stream: tokio::net::UnixStream, h: Handles) -> std::io::Resu
     }
 }
 
+/// Changes speech settings on the speech thread (which answers at once, between utterances).
+async fn adjust(h: &Handles, change: VoiceChange) -> Response {
+    let speaker = h.speaker.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        speaker.adjust(change, std::time::Duration::from_secs(5))
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    match r {
+        Ok(v) => Response::Speech(v),
+        Err(e) => Response::error(ErrorCode::BadRequest, e),
+    }
+}
+
 /// Answers one request.
 pub async fn handle(req: Request, h: &Handles) -> Response {
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -269,6 +286,40 @@ pub async fn handle(req: Request, h: &Handles) -> Response {
         Request::Stop {} => {
             let _ = h.shutdown.try_send(());
             return Response::accepted("stopping");
+        }
+        Request::Hush {} => {
+            h.speaker.hush();
+            return Response::accepted("hushed");
+        }
+        Request::Rate { value } => {
+            return adjust(
+                h,
+                VoiceChange {
+                    rate: Some(value),
+                    ..Default::default()
+                },
+            )
+            .await
+        }
+        Request::Volume { value } => {
+            return adjust(
+                h,
+                VoiceChange {
+                    volume: Some(value),
+                    ..Default::default()
+                },
+            )
+            .await
+        }
+        Request::Voice { name } => {
+            return adjust(
+                h,
+                VoiceChange {
+                    voice: Some(name),
+                    ..Default::default()
+                },
+            )
+            .await
         }
         Request::Describe { wait } => (Trigger::Detail { reply: Some(tx) }, wait, "describing"),
         Request::Ask { question, wait } => (

@@ -27,6 +27,8 @@ pub struct NarratorParams {
     /// A scene description this similar (content-word Dice, 0–1) to the last one said is not
     /// spoken; 0 turns the check off.
     pub repeat_similarity: f32,
+    /// The narration language (`[speech] language`; empty = English), for comparing words.
+    pub language: String,
 }
 
 impl NarratorParams {
@@ -35,6 +37,7 @@ impl NarratorParams {
             scene: SceneParams::from_config(&c.scene),
             guards: c.guards,
             repeat_similarity: c.scene.repeat_similarity as f32,
+            language: c.speech.language.clone(),
         }
     }
 }
@@ -115,8 +118,12 @@ impl Narrator {
             return None;
         }
         let last = self.last_scene.as_ref()?;
-        let sim =
-            dedup::similarity(&last.first, sentence).max(dedup::similarity(&last.whole, sentence));
+        let lang = &self.params.language;
+        let sim = dedup::similarity_in(lang, &last.first, sentence).max(dedup::similarity_in(
+            lang,
+            &last.whole,
+            sentence,
+        ));
         (sim >= t).then_some(sim)
     }
 
@@ -208,6 +215,7 @@ mod tests {
             },
             guards: GuardConfig::default(),
             repeat_similarity: 0.7,
+            language: String::new(),
         }
     }
 

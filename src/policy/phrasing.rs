@@ -1,6 +1,88 @@
 //! Wording fixes applied to what the model says before it is spoken: a blind user is not looking
 //! at "an image", so openings such as "The image shows", "In this picture," or "A photo of" are
 //! cut ("The image shows a man at a desk." → "A man at a desk."). Pure: text in, text out.
+//!
+//! Also the built-in prompt sets, one per narration language ([`prompts`]): what the model is
+//! asked, in the language it should answer in, and the cue said when a request begins.
+
+/// What the model is asked, and the acknowledgement cue, in one language.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prompts {
+    pub scene: &'static str,
+    pub brief: &'static str,
+    pub detail: &'static str,
+    /// Contains `{previous}`, where the last description said goes.
+    pub changed: &'static str,
+    pub read: &'static str,
+    /// Said the moment a request begins.
+    pub acknowledge: &'static str,
+}
+
+const EN: Prompts = Prompts {
+    scene: "In one short sentence, tell a blind person what is in front of them: the main thing first, where it is (left, right or ahead), and any sign or text in view.",
+    brief: "In a few words, name the main thing in front of a blind person and where it is: left, right or ahead.",
+    detail: "Describe this view for a blind person, briefly and concretely: the main objects and where they are (left, right, ahead, near or far), any people and what they are doing, and read out any text.",
+    changed: "A moment ago a blind person was told: \"{previous}\" Look at the view now and tell them in one or two short sentences only what is different: what appeared, what is gone, what moved (left, right, ahead). If nothing is different, say: Nothing has changed.",
+    read: "Read out all the text in view, exactly as written, from top to bottom and left to right. If there is no text, say: No text in view.",
+    acknowledge: "Looking.",
+};
+
+const ZH: Prompts = Prompts {
+    scene: "请用一句简短的中文告诉一位盲人他面前有什么：先说最主要的东西，说明它在哪里（左边、右边或前方），并读出看到的标志或文字。",
+    brief: "请用几个中文词语说出盲人面前最主要的东西以及它的位置：左边、右边或前方。",
+    detail: "请用中文为一位盲人简洁而具体地描述这个画面：主要物体及其位置（左边、右边、前方、近处或远处），有没有人以及他们在做什么，并读出所有文字。",
+    changed: "刚才有人告诉一位盲人：“{previous}” 现在请看画面，用一两句简短的中文只告诉他有什么不同：出现了什么，什么不见了，什么移动了（左边、右边、前方）。如果没有变化，就说：没有变化。",
+    read: "请按原样读出画面中的所有文字，从上到下、从左到右。如果没有文字，就说：画面中没有文字。",
+    acknowledge: "正在看。",
+};
+
+const DE: Prompts = Prompts {
+    scene: "Sag einem blinden Menschen in einem kurzen deutschen Satz, was vor ihm ist: zuerst das Wichtigste, wo es ist (links, rechts oder vorne), und jedes Schild oder jeden Text im Bild.",
+    brief: "Nenne einem blinden Menschen auf Deutsch in wenigen Worten das Wichtigste vor ihm und wo es ist: links, rechts oder vorne.",
+    detail: "Beschreibe diese Ansicht für einen blinden Menschen auf Deutsch, kurz und konkret: die wichtigsten Dinge und wo sie sind (links, rechts, vorne, nah oder fern), Personen und was sie tun, und lies jeden Text vor.",
+    changed: "Eben wurde einem blinden Menschen gesagt: \"{previous}\" Sieh dir die Ansicht jetzt an und sag ihm auf Deutsch in ein oder zwei kurzen Sätzen nur, was anders ist: was dazugekommen ist, was fehlt, was sich bewegt hat (links, rechts, vorne). Wenn nichts anders ist, sag: Nichts hat sich verändert.",
+    read: "Lies den ganzen Text im Bild genau so vor, wie er geschrieben ist, von oben nach unten und von links nach rechts. Wenn es keinen Text gibt, sag: Kein Text im Bild.",
+    acknowledge: "Ich schaue.",
+};
+
+const ES: Prompts = Prompts {
+    scene: "En una frase corta en español, dile a una persona ciega qué tiene delante: primero lo principal, dónde está (a la izquierda, a la derecha o delante) y cualquier cartel o texto visible.",
+    brief: "En pocas palabras en español, nombra lo principal que tiene delante una persona ciega y dónde está: a la izquierda, a la derecha o delante.",
+    detail: "Describe esta vista en español para una persona ciega, de forma breve y concreta: los objetos principales y dónde están (izquierda, derecha, delante, cerca o lejos), las personas y qué hacen, y lee cualquier texto.",
+    changed: "Hace un momento se le dijo a una persona ciega: \"{previous}\" Mira la vista ahora y dile en español, en una o dos frases cortas, solo qué ha cambiado: qué apareció, qué desapareció, qué se movió (izquierda, derecha, delante). Si nada ha cambiado, di: Nada ha cambiado.",
+    read: "Lee todo el texto visible, exactamente como está escrito, de arriba abajo y de izquierda a derecha. Si no hay texto, di: No hay texto a la vista.",
+    acknowledge: "Mirando.",
+};
+
+const FR: Prompts = Prompts {
+    scene: "En une courte phrase en français, dis à une personne aveugle ce qui se trouve devant elle : d'abord l'essentiel, où il est (à gauche, à droite ou devant), et tout panneau ou texte visible.",
+    brief: "En quelques mots en français, nomme l'essentiel devant une personne aveugle et où il se trouve : à gauche, à droite ou devant.",
+    detail: "Décris cette vue en français pour une personne aveugle, brièvement et concrètement : les principaux objets et où ils sont (à gauche, à droite, devant, près ou loin), les personnes et ce qu'elles font, et lis tout texte.",
+    changed: "Il y a un instant, on a dit à une personne aveugle : « {previous} » Regarde la vue maintenant et dis-lui en français, en une ou deux phrases courtes, seulement ce qui a changé : ce qui est apparu, ce qui a disparu, ce qui a bougé (à gauche, à droite, devant). Si rien n'a changé, dis : Rien n'a changé.",
+    read: "Lis tout le texte visible, exactement tel qu'il est écrit, de haut en bas et de gauche à droite. S'il n'y a pas de texte, dis : Aucun texte visible.",
+    acknowledge: "Je regarde.",
+};
+
+/// The built-in prompt set for `language` ("zh", "zh-CN", "de_DE" …; empty = English); `None` for
+/// a language without one.
+pub fn prompts(language: &str) -> Option<&'static Prompts> {
+    let primary = language
+        .split(['-', '_'])
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match primary.as_str() {
+        "" | "en" => Some(&EN),
+        "zh" => Some(&ZH),
+        "de" => Some(&DE),
+        "es" => Some(&ES),
+        "fr" => Some(&FR),
+        _ => None,
+    }
+}
+
+/// The languages with a built-in prompt set.
+pub const LANGUAGES: &[&str] = &["en", "zh", "de", "es", "fr"];
 
 /// What the model calls the camera's view.
 const SUBJECTS: &[&str] = &[
@@ -122,6 +204,25 @@ pub fn strip_preamble(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_language_has_a_complete_prompt_set() {
+        for lang in LANGUAGES {
+            let p = prompts(lang).unwrap();
+            for text in [p.scene, p.brief, p.detail, p.changed, p.read, p.acknowledge] {
+                assert!(!text.trim().is_empty(), "{lang}");
+            }
+            assert!(p.changed.contains("{previous}"), "{lang}");
+            if *lang != "en" {
+                assert_ne!(p.scene, EN.scene, "{lang}");
+            }
+        }
+        assert_eq!(prompts("zh-CN"), prompts("zh"));
+        assert_eq!(prompts("de_AT"), prompts("de"));
+        assert_eq!(prompts(""), Some(&EN));
+        assert_eq!(prompts("tlh"), None);
+        assert!(prompts("zh").unwrap().scene.contains("中文"));
+    }
 
     #[test]
     fn image_openings_are_cut() {

@@ -6,7 +6,13 @@
 //!   said stops and every queued scene sentence is dropped; queued notices wait behind it.
 //! - Scene narrations never pile up: a newer scene supersedes an older one (the older one's current
 //!   sentence is finished, the rest dropped), so at most one scene narration is ever queued.
-//! - A scene sentence older than `stale_after` (from its frame's capture) is dropped, not spoken.
+//! - A scene sentence older than `stale_after` (from its frame's capture) is dropped, not spoken;
+//!   so is a notice that waited longer than that (from when it was given).
+//! - A scene sentence cut short or dropped by other speech (the screen reader has the turn) ends
+//!   that scene narration: the rest of it is dropped rather than heard out of context. A notice
+//!   dropped before it began waits and is tried again every [`RETRY_AFTER`] until it is said or
+//!   stale.
+//! - Hush: whatever is being said stops and everything queued is dropped (narration goes on).
 //! - Otherwise sentences are spoken in priority order (user > notice > scene), first come first
 //!   served within a priority, each narration's sentences in order.
 
@@ -38,15 +44,23 @@ pub enum DropReason {
     NewerScene(NarrationId),
     /// Narration was paused (or speech silenced).
     Silenced,
+    /// The user hushed speech.
+    Hushed,
+    /// Other speech (the screen reader) had the turn.
+    Yielded,
 }
 
 impl std::fmt::Display for DropReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            DropReason::Stale => f.write_str("stale: the scene was too old when its turn came"),
+            DropReason::Stale => f.write_str("stale: it was too old when its turn came"),
             DropReason::Superseded(id) => write!(f, "superseded by request {id}"),
             DropReason::NewerScene(id) => write!(f, "replaced by a newer scene ({id})"),
             DropReason::Silenced => f.write_str("narration paused"),
+            DropReason::Hushed => f.write_str("hushed"),
+            DropReason::Yielded => {
+                f.write_str("gave way to other speech (the screen reader) that had the turn")
+            }
         }
     }
 }
@@ -68,8 +82,13 @@ pub enum Event {
     End { id: NarrationId },
     /// The backend finished the utterance it was saying.
     Finished,
+    /// The utterance being said was cut short (`began`) or dropped before it began, by other
+    /// speech.
+    Interrupted { began: bool },
     /// Stop talking and drop everything queued (pause).
     Silence,
+    /// Stop talking and drop everything queued (the user's hush).
+    Hush,
     /// Time passed (drops stale sentences).
     Tick,
 }
@@ -97,12 +116,17 @@ pub struct SpeechQueue {
     open: HashMap<NarrationId, Priority>,
     /// Narrations whose further sentences must be dropped, and why (bounded).
     closed: VecDeque<(NarrationId, DropReason)>,
+    /// Nothing is started before this time (a notice waits for other speech to end).
+    hold_until: Option<Duration>,
 }
+
+/// How long a notice that found other speech speaking waits before it is tried again.
+pub const RETRY_AFTER: Duration = Duration::from_millis(500);
 
 const CLOSED_MEMORY: usize = 64;
 
 fn stale(c: &Chunk, now: Duration, after: Duration) -> bool {
-    c.priority == Priority::Scene && now.saturating_sub(c.born) > after
+    c.priority != Priority::User && now.saturating_sub(c.born) > after
 }
 
 impl SpeechQueue {
@@ -115,6 +139,7 @@ impl SpeechQueue {
             queue: VecDeque::new(),
             open: HashMap::new(),
             closed: VecDeque::new(),
+            hold_until: None,
         }
     }
 
@@ -176,6 +201,15 @@ impl SpeechQueue {
 
     /// Speaks the next chunk when idle, dropping stale ones on the way.
     fn next(&mut self, now: Duration, out: &mut Vec<Action>) {
+        if self.hold_until.is_some_and(|t| now < t)
+            && self
+                .queue
+                .front()
+                .is_some_and(|c| c.priority != Priority::User)
+        {
+            return;
+        }
+        self.hold_until = None;
         while self.speaking.is_none() {
             let Some(c) = self.queue.pop_front() else {
                 return;
@@ -280,15 +314,37 @@ impl SpeechQueue {
             Event::Finished => {
                 self.speaking = None;
             }
-            Event::Silence => {
+            Event::Interrupted { began } => {
                 if let Some(s) = self.speaking.take() {
-                    self.close(s.id, DropReason::Silenced);
-                    out.push(Action::Stop(s, DropReason::Silenced));
+                    match s.priority {
+                        Priority::Scene => {
+                            let id = s.id;
+                            self.close(id, DropReason::Yielded);
+                            self.drop_queued(|c| c.id == id, DropReason::Yielded, &mut out);
+                        }
+                        Priority::Notice if !began => {
+                            // not heard at all: again once the other speech is over
+                            self.queue.push_front(s);
+                            self.hold_until = Some(now + RETRY_AFTER);
+                        }
+                        _ => {}
+                    }
                 }
-                self.drop_queued(|_| true, DropReason::Silenced, &mut out);
+            }
+            Event::Silence | Event::Hush => {
+                let why = if event == Event::Hush {
+                    DropReason::Hushed
+                } else {
+                    DropReason::Silenced
+                };
+                if let Some(s) = self.speaking.take() {
+                    self.close(s.id, why.clone());
+                    out.push(Action::Stop(s, why.clone()));
+                }
+                self.drop_queued(|_| true, why.clone(), &mut out);
                 let open: Vec<NarrationId> = self.open.keys().copied().collect();
                 for o in open {
-                    self.close(o, DropReason::Silenced);
+                    self.close(o, why.clone());
                 }
             }
             Event::Tick => {
@@ -332,6 +388,12 @@ mod tests {
                 Event::Finished
             } else if tok == "pause" {
                 Event::Silence
+            } else if tok == "hush" {
+                Event::Hush
+            } else if tok == "cut" {
+                Event::Interrupted { began: true }
+            } else if tok == "skip" {
+                Event::Interrupted { began: false }
             } else if let Some(n) = tok.strip_prefix("end") {
                 Event::End {
                     id: NarrationId(n.parse().unwrap()),
@@ -380,6 +442,8 @@ mod tests {
                                     DropReason::Superseded(b) => format!("by {b}"),
                                     DropReason::NewerScene(b) => format!("newer {b}"),
                                     DropReason::Silenced => "paused".to_string(),
+                                    DropReason::Hushed => "hushed".to_string(),
+                                    DropReason::Yielded => "yielded".to_string(),
                                 }
                             ),
                         })
@@ -486,6 +550,63 @@ mod tests {
         assert_eq!(
             sim("scene1 1:A. 1:B. pause 1:C. notice2 2:Paused. done"),
             "say 1:A. | stop 1:A., drop 1:B. (paused) | drop 1:C. (paused) | say 2:Paused."
+        );
+    }
+
+    #[test]
+    fn a_notice_that_waited_too_long_is_dropped() {
+        assert_eq!(
+            sim("detail1 1:Long_detail. notice2 2:Camera_back. t+11 done"),
+            "say 1:Long detail. | drop 2:Camera back. (stale)"
+        );
+        assert_eq!(
+            sim("detail1 1:D. notice2 2:Camera_back. t+5 done"),
+            "say 1:D. | say 2:Camera back."
+        );
+        // a user's own answer is never stale: it was asked for
+        assert_eq!(
+            sim("notice1 1:N. detail2 t+30 2:Late_answer."),
+            "say 1:N. | stop 1:N. | say 2:Late answer."
+        );
+    }
+
+    #[test]
+    fn a_scene_cut_by_the_screen_reader_is_not_continued() {
+        assert_eq!(
+            sim("scene1 1:A. 1:B. cut 1:C. end1 scene2 2:D."),
+            "say 1:A. | drop 1:B. (yielded) | drop 1:C. (yielded) | say 2:D."
+        );
+        // a request goes on with its next sentence
+        assert_eq!(sim("detail1 1:A. 1:B. cut"), "say 1:A. | say 1:B.");
+        assert_eq!(
+            sim("scene1 1:A. 1:B. skip"),
+            "say 1:A. | drop 1:B. (yielded)"
+        );
+    }
+
+    #[test]
+    fn a_notice_the_screen_reader_left_no_turn_for_is_tried_again_until_stale() {
+        // dropped before it began: tried again after half a second, not at once
+        assert_eq!(
+            sim("notice1 1:Camera_lost. skip t+0.2 t+0.4 skip t+0.6 done"),
+            "say 1:Camera lost. | say 1:Camera lost. | say 1:Camera lost."
+        );
+        // a request does not wait behind the notice's retry
+        assert_eq!(sim("notice1 1:N. skip detail2 2:D."), "say 1:N. | say 2:D.");
+        // cut short once begun: not said again
+        assert_eq!(sim("notice1 1:N. cut t+1"), "say 1:N.");
+        // stale after stale_after (10 s)
+        assert_eq!(
+            sim("notice1 1:N. t+9 skip t+2"),
+            "say 1:N. | drop 1:N. (stale)"
+        );
+    }
+
+    #[test]
+    fn hush_stops_now_and_narration_goes_on() {
+        assert_eq!(
+            sim("detail1 1:A. 1:B. hush 1:C. scene2 2:S."),
+            "say 1:A. | stop 1:A., drop 1:B. (hushed) | drop 1:C. (hushed) | say 2:S."
         );
     }
 

@@ -168,6 +168,15 @@ impl Ledger {
         });
     }
 
+    /// `c` was cut short by something else (`why` says what).
+    pub fn cut(&mut self, c: &Chunk, why: &str) {
+        self.with(c, |e| {
+            e.cut = true;
+            e.pending = e.pending.saturating_sub(1);
+            e.reason.get_or_insert_with(|| why.to_string());
+        });
+    }
+
     /// `c` will never be said.
     pub fn dropped(&mut self, c: &Chunk, why: &str) {
         self.with(c, |e| {

@@ -3,15 +3,18 @@
 //! that never ends: a server with broken audio), reconnects once, else falls back along
 //! speech-dispatcher → espeak-ng → log, says so in the log, and later tries the configured backend
 //! again (after 30 s, then less and less often) so a restarted speech-dispatcher is used again.
+//! A backend that went mute again right after such a return is tried again twice as late each
+//! time (at most every 10 minutes), so a speech-dispatcher with broken audio costs one lost
+//! utterance per try, less and less often. An utterance lost that way is reported as
+//! [`Progress::Cut`], never as said. The backend left behind is dropped (its connection closed).
 //!
 //! Only [`SpeechSink::speak`] switches backends, so an utterance is never split between two.
 
 use std::time::{Duration, Instant};
 
-use super::{open_backend, SpeechError, SpeechSink};
+use super::{open_backend, Progress, SpeechError, SpeechSink, Voice};
 use crate::config::{SpeechBackend, SpeechConfig};
-use crate::narration::Kind;
-use crate::speech::service::utterance_limit;
+use crate::narration::{Kind, Priority};
 
 /// Opens one backend.
 pub type Opener = Box<dyn FnMut(SpeechBackend) -> Result<Box<dyn SpeechSink>, SpeechError>>;
@@ -51,8 +54,10 @@ pub struct Resilient {
     retry_at: Option<Instant>,
     first_retry: Duration,
     retry_wait: Duration,
-    /// The utterance being said: when it started and how long it may take.
-    speaking: Option<(Instant, Duration)>,
+    /// When the configured backend was last returned to after a fallback.
+    returned_at: Option<Instant>,
+    /// Settings changed while running, applied to every backend opened later.
+    voice: Option<Voice>,
 }
 
 impl Resilient {
@@ -95,7 +100,8 @@ impl Resilient {
                             retry_at: (at > 0).then(|| now + first_retry),
                             first_retry,
                             retry_wait: first_retry,
-                            speaking: None,
+                            returned_at: None,
+                            voice: None,
                         },
                         note,
                     ));
@@ -109,12 +115,15 @@ impl Resilient {
         })
     }
 
-    fn switch_to(&mut self, at: usize, sink: Box<dyn SpeechSink>) {
-        // the old sink is dropped here; speech-dispatcher's connection is deliberately leaked by
-        // its own type (see dispatcher.rs)
+    fn switch_to(&mut self, at: usize, mut sink: Box<dyn SpeechSink>) {
+        if let Some(v) = &self.voice {
+            if let Err(e) = sink.adjust(v) {
+                tracing::warn!("speech: {e}");
+            }
+        }
+        // the old sink is dropped here, its connection or process with it
         self.current = sink;
         self.at = at;
-        self.speaking = None;
         (self.on_switch)(self.current.name());
     }
 
@@ -124,7 +133,6 @@ impl Resilient {
         let name = self.order[self.at].name();
         let again = self.last_failure[self.at].is_some_and(|t| now - t < RECONNECT_WINDOW);
         self.last_failure[self.at] = Some(now);
-        self.speaking = None;
         let first = if mute || again { self.at + 1 } else { self.at };
         tracing::warn!("speech: {name} failed: {why}");
         for i in first..self.order.len() {
@@ -134,7 +142,14 @@ impl Resilient {
                     if i == self.at {
                         tracing::info!("speech: reconnected to {}", b.name());
                     } else {
-                        self.retry_wait = self.first_retry;
+                        // failing again soon after a return: wait longer before the next one
+                        let soon = self.at == 0
+                            && self.returned_at.is_some_and(|t| now - t < RECONNECT_WINDOW);
+                        self.retry_wait = if soon {
+                            (self.retry_wait * 2).min(MAX_RETRY)
+                        } else {
+                            self.first_retry
+                        };
                         self.retry_at = Some(now + self.retry_wait);
                         tracing::warn!(
                             "speech: falling back to {}; {} will be tried again in {} s",
@@ -166,6 +181,7 @@ impl Resilient {
             Ok(sink) => {
                 tracing::info!("speech: {} works again; using it", preferred.name());
                 self.retry_at = None;
+                self.returned_at = Some(now);
                 self.switch_to(0, sink);
             }
             Err(e) => {
@@ -182,58 +198,53 @@ impl SpeechSink for Resilient {
         self.current.name()
     }
 
-    fn speak(&mut self, text: &str, kind: Kind) -> Result<(), SpeechError> {
+    fn speak(&mut self, text: &str, kind: Kind, priority: Priority) -> Result<(), SpeechError> {
         self.maybe_return();
-        let r = match self.current.speak(text, kind) {
+        match self.current.speak(text, kind, priority) {
             Ok(()) => Ok(()),
             Err(e) => {
                 self.failed(&e.to_string(), false);
                 // the same utterance on whatever works now
-                self.current.speak(text, kind)
+                self.current.speak(text, kind, priority)
             }
-        };
-        if r.is_ok() {
-            self.speaking = Some((Instant::now(), utterance_limit(text)));
         }
-        r
     }
 
     fn stop(&mut self) -> Result<(), SpeechError> {
-        self.speaking = None;
         if let Err(e) = self.current.stop() {
             self.failed(&e.to_string(), false);
         }
         Ok(())
     }
 
-    fn is_speaking(&mut self) -> Result<bool, SpeechError> {
-        match self.current.is_speaking() {
-            Ok(true) => {
-                let Some((since, limit)) = self.speaking else {
-                    return Ok(true);
-                };
-                if since.elapsed() <= limit {
-                    return Ok(true);
-                }
+    fn poll(&mut self) -> Result<Progress, SpeechError> {
+        match self.current.poll() {
+            Ok(p) => Ok(p),
+            Err(SpeechError::Stuck {
+                backend, message, ..
+            }) => {
                 let _ = self.current.stop();
-                self.failed(
-                    &format!(
-                        "an utterance never ended within {} s (is its audio output working?)",
-                        limit.as_secs()
-                    ),
-                    true,
-                );
-                Ok(false)
-            }
-            Ok(false) => {
-                self.speaking = None;
-                Ok(false)
+                self.failed(&message, true);
+                // a backend that never finishes has no working audio: nothing of it was heard
+                Ok(Progress::Cut {
+                    began: false,
+                    why: format!("not heard: {backend} {message}"),
+                })
             }
             Err(e) => {
+                let why = format!("not heard in full: {e}");
                 self.failed(&e.to_string(), false);
-                Ok(false)
+                Ok(Progress::Cut { began: true, why })
             }
         }
+    }
+
+    fn adjust(&mut self, voice: &Voice) -> Result<(), SpeechError> {
+        let r = self.current.adjust(voice);
+        if r.is_ok() {
+            self.voice = Some(voice.clone());
+        }
+        r
     }
 }
 
@@ -256,12 +267,20 @@ mod tests {
         said: Vec<(&'static str, String)>,
         opened: Vec<&'static str>,
         switches: Vec<&'static str>,
+        /// Sinks opened and not yet dropped.
+        alive: usize,
     }
 
     struct FakeSink {
         b: SpeechBackend,
         world: Rc<RefCell<World>>,
         speaking: bool,
+    }
+
+    impl Drop for FakeSink {
+        fn drop(&mut self) {
+            self.world.borrow_mut().alive -= 1;
+        }
     }
 
     fn err(b: SpeechBackend) -> SpeechError {
@@ -275,7 +294,7 @@ mod tests {
         fn name(&self) -> &'static str {
             self.b.name()
         }
-        fn speak(&mut self, text: &str, _kind: Kind) -> Result<(), SpeechError> {
+        fn speak(&mut self, text: &str, _kind: Kind, _p: Priority) -> Result<(), SpeechError> {
             let mut w = self.world.borrow_mut();
             if w.broken.contains(&self.b) {
                 return Err(err(self.b));
@@ -291,12 +310,24 @@ mod tests {
             }
             Ok(())
         }
-        fn is_speaking(&mut self) -> Result<bool, SpeechError> {
+        fn poll(&mut self) -> Result<Progress, SpeechError> {
             let w = self.world.borrow();
             if w.broken.contains(&self.b) {
                 return Err(err(self.b));
             }
-            Ok(self.speaking && w.mute.contains(&self.b))
+            if self.speaking && w.mute.contains(&self.b) {
+                // the backend's own time limit has passed
+                return Err(SpeechError::Stuck {
+                    backend: self.b.name(),
+                    message: "never finished it".into(),
+                    began: true,
+                });
+            }
+            self.speaking = false;
+            Ok(Progress::Finished)
+        }
+        fn adjust(&mut self, _v: &Voice) -> Result<(), SpeechError> {
+            Ok(())
         }
     }
 
@@ -310,6 +341,7 @@ mod tests {
                 });
             }
             w1.borrow_mut().opened.push(b.name());
+            w1.borrow_mut().alive += 1;
             Ok(Box::new(FakeSink {
                 b,
                 world: w1.clone(),
@@ -333,12 +365,15 @@ mod tests {
         let world = Rc::new(RefCell::new(World::default()));
         let (mut s, note) = sink(&world, Duration::from_secs(30));
         assert!(note.is_none());
-        s.speak("one", Kind::Scene).unwrap();
+        s.speak("one", Kind::Scene, Priority::Scene).unwrap();
         // the server restarts: the old connection is dead, a new one works
         world.borrow_mut().broken.push(SD);
-        assert!(!s.is_speaking().unwrap(), "a dead backend is not speaking");
+        assert!(
+            matches!(s.poll().unwrap(), Progress::Cut { .. }),
+            "a dead backend is not speaking"
+        );
         world.borrow_mut().broken.clear();
-        s.speak("two", Kind::Scene).unwrap();
+        s.speak("two", Kind::Scene, Priority::Scene).unwrap();
         let w = world.borrow();
         assert_eq!(w.opened, ["speech-dispatcher", "speech-dispatcher"]);
         assert_eq!(
@@ -358,23 +393,24 @@ mod tests {
         world.borrow_mut().broken.push(SD);
         world.borrow_mut().down.push(SD);
         // the utterance is not lost: it is said by the fallback
-        s.speak("hello", Kind::Detail).unwrap();
+        s.speak("hello", Kind::Detail, Priority::User).unwrap();
         assert_eq!(s.name(), "espeak-ng");
         assert_eq!(world.borrow().said, [("espeak-ng", "hello".to_string())]);
         // too early to try again
-        s.speak("next", Kind::Scene).unwrap();
+        s.speak("next", Kind::Scene, Priority::Scene).unwrap();
         assert_eq!(s.name(), "espeak-ng");
         std::thread::sleep(Duration::from_millis(60));
         // still down: the next try waits twice as long
-        s.speak("later", Kind::Scene).unwrap();
+        s.speak("later", Kind::Scene, Priority::Scene).unwrap();
         assert_eq!(s.name(), "espeak-ng");
         world.borrow_mut().down.clear();
         world.borrow_mut().broken.clear();
         std::thread::sleep(Duration::from_millis(60));
-        s.speak("still later", Kind::Scene).unwrap();
+        s.speak("still later", Kind::Scene, Priority::Scene)
+            .unwrap();
         assert_eq!(s.name(), "espeak-ng", "the wait doubled to 100 ms");
         std::thread::sleep(Duration::from_millis(60));
-        s.speak("back", Kind::Scene).unwrap();
+        s.speak("back", Kind::Scene, Priority::Scene).unwrap();
         assert_eq!(s.name(), "speech-dispatcher");
         assert_eq!(world.borrow().switches, ["espeak-ng", "speech-dispatcher"]);
         assert_eq!(
@@ -384,19 +420,47 @@ mod tests {
     }
 
     #[test]
-    fn a_mute_backend_is_left_without_reconnecting() {
+    fn a_mute_backend_is_left_without_reconnecting_and_its_utterance_is_not_said() {
         let world = Rc::new(RefCell::new(World::default()));
         let (mut s, _) = sink(&world, Duration::from_secs(30));
         world.borrow_mut().mute.push(SD);
-        s.speak("x", Kind::Scene).unwrap();
-        // pretend the utterance has been going on for longer than it may
-        s.speaking = Some((
-            Instant::now() - Duration::from_secs(60),
-            Duration::from_secs(6),
-        ));
-        assert!(!s.is_speaking().unwrap());
+        s.speak("x", Kind::Scene, Priority::Scene).unwrap();
+        match s.poll().unwrap() {
+            Progress::Cut { began: false, why } => {
+                assert!(why.contains("never finished"), "{why}")
+            }
+            other => panic!("an unheard utterance is not {other:?}"),
+        }
         assert_eq!(s.name(), "espeak-ng");
         assert_eq!(world.borrow().opened, ["speech-dispatcher", "espeak-ng"]);
+        assert_eq!(world.borrow().alive, 1, "the mute connection is closed");
+    }
+
+    #[test]
+    fn a_backend_that_stays_mute_is_tried_less_and_less_often_and_nothing_leaks() {
+        let world = Rc::new(RefCell::new(World::default()));
+        let retry = Duration::from_millis(20);
+        let (mut s, _) = sink(&world, retry);
+        world.borrow_mut().mute.push(SD);
+        let mut tries = vec![];
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(400) {
+            s.speak("x", Kind::Scene, Priority::Scene).unwrap();
+            if s.name() == "speech-dispatcher" {
+                tries.push(start.elapsed());
+                assert!(matches!(s.poll().unwrap(), Progress::Cut { .. }));
+            } else {
+                assert_eq!(s.poll().unwrap(), Progress::Finished);
+            }
+            assert!(world.borrow().alive <= 1, "one backend open at a time");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // first at once, then after ≥ 20, 40, 80, 160 ms: at most 5 tries in 400 ms
+        assert!(tries.len() >= 3 && tries.len() <= 5, "{tries:?}");
+        let gaps: Vec<Duration> = tries.windows(2).map(|w| w[1] - w[0]).collect();
+        for (i, g) in gaps.iter().enumerate() {
+            assert!(*g >= retry * (1 << i), "{gaps:?}");
+        }
     }
 
     #[test]
@@ -405,11 +469,11 @@ mod tests {
         let (mut s, _) = sink(&world, Duration::from_secs(30));
         world.borrow_mut().broken.push(SD);
         // first failure: reconnect (which opens but is broken too), speak fails there again…
-        let r = s.speak("a", Kind::Scene);
+        let r = s.speak("a", Kind::Scene, Priority::Scene);
         assert!(r.is_err());
         assert_eq!(s.name(), "speech-dispatcher");
         // …second failure within the window: fall back
-        s.speak("b", Kind::Scene).unwrap();
+        s.speak("b", Kind::Scene, Priority::Scene).unwrap();
         assert_eq!(s.name(), "espeak-ng");
         assert_eq!(world.borrow().said, [("espeak-ng", "b".to_string())]);
     }
@@ -424,7 +488,7 @@ mod tests {
         assert_eq!(s.name(), "log");
         world.borrow_mut().down.clear();
         std::thread::sleep(Duration::from_millis(20));
-        s.speak("hi", Kind::Notice).unwrap();
+        s.speak("hi", Kind::Notice, Priority::Notice).unwrap();
         assert_eq!(s.name(), "speech-dispatcher");
     }
 }

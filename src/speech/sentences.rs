@@ -15,7 +15,32 @@ impl Default for SentenceSplitter {
 }
 
 fn ends_sentence(c: char) -> bool {
-    matches!(c, '.' | '!' | '?' | '…' | '。' | '！' | '？' | ';' | ':')
+    matches!(c, '.' | '!' | '?' | '…' | ';' | ':') || ends_at_once(c)
+}
+
+/// Full-width marks (Chinese, Japanese): the sentence ends right after them, no space follows.
+fn ends_at_once(c: char) -> bool {
+    matches!(c, '。' | '！' | '？' | '．' | '；' | '｡' | '‼' | '⁇')
+}
+
+/// Closing quotes and brackets that belong to the sentence they follow.
+fn closes(c: char) -> bool {
+    matches!(
+        c,
+        '"' | '\'' | ')' | ']' | '”' | '’' | '」' | '』' | '）' | '】' | '》' | '〉' | '］' | '｣'
+    )
+}
+
+/// Chinese, Japanese and Korean script (written without spaces between sentences).
+fn cjk(c: char) -> bool {
+    matches!(c,
+        '\u{3040}'..='\u{30ff}' | '\u{3400}'..='\u{4dbf}' | '\u{4e00}'..='\u{9fff}'
+        | '\u{ac00}'..='\u{d7af}' | '\u{f900}'..='\u{faff}' | '\u{20000}'..='\u{2fa1f}')
+}
+
+/// Where a long run without sentence marks may be cut: after white space or a comma-like mark.
+fn soft_break(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '，' | '、' | '､' | '：' | ',')
 }
 
 impl SentenceSplitter {
@@ -28,7 +53,9 @@ impl SentenceSplitter {
     }
 
     /// Adds a piece of text; returns the sentences it completed. A sentence ends at `.`, `!`, `?`,
-    /// `…` (and `;`, `:`) followed by white space, or at a line break.
+    /// `…` (and `;`, `:`) followed by white space or Chinese/Japanese/Korean script, right after
+    /// the full-width `。`, `！`, `？`, `．`, `；` (closing quotes and brackets stay with it), or at a
+    /// line break.
     pub fn push(&mut self, piece: &str) -> Vec<String> {
         self.buf.push_str(piece);
         let mut out = vec![];
@@ -57,18 +84,29 @@ impl SentenceSplitter {
     }
 
     fn find_cut(&self) -> Option<usize> {
-        let mut prev: Option<char> = None;
+        // after an end mark: Some(full-width?) while end marks and closing quotes follow
+        let mut after: Option<bool> = None;
         for (i, c) in self.buf.char_indices() {
             if c == '\n' && i > 0 {
                 return Some(i + 1);
             }
-            if c.is_whitespace() && prev.is_some_and(ends_sentence) {
-                return Some(i);
+            if ends_sentence(c) {
+                let wide = ends_at_once(c);
+                after = Some(after.unwrap_or(false) || wide);
+                continue;
             }
-            prev = Some(c);
+            if after.is_some() && closes(c) {
+                continue;
+            }
+            match after {
+                Some(true) => return Some(i),
+                Some(false) if c.is_whitespace() || cjk(c) => return Some(i),
+                _ => {}
+            }
+            after = None;
         }
         if self.buf.chars().count() > self.max_chars {
-            // cut at the last space before the limit, else hard at the limit
+            // cut after the last space or comma before the limit, else hard at the limit
             let limit = self
                 .buf
                 .char_indices()
@@ -76,8 +114,16 @@ impl SentenceSplitter {
                 .map(|(i, _)| i)
                 .unwrap_or(self.buf.len());
             let at = self.buf[..limit]
-                .rfind(char::is_whitespace)
-                .filter(|&i| i > 0)
+                .char_indices()
+                .filter(|(_, c)| soft_break(*c))
+                .map(|(i, c)| {
+                    if c.is_whitespace() {
+                        i
+                    } else {
+                        i + c.len_utf8()
+                    }
+                })
+                .rfind(|&i| i > 0)
                 .unwrap_or(limit);
             return Some(at.max(1));
         }
@@ -158,6 +204,50 @@ mod tests {
         let out = split(&[&blob]);
         assert_eq!(out.concat(), blob);
         assert!(out.len() >= 2);
+    }
+
+    #[test]
+    fn a_streamed_chinese_answer_is_cut_at_full_width_marks() {
+        // token by token, as the model streams it
+        let answer =
+            "桌子上有一个红色的杯子。左边有一扇门，门是开着的！你要出去吗？「小心台阶。」好的";
+        let mut s = SentenceSplitter::default();
+        let mut out = vec![];
+        for c in answer.chars() {
+            out.extend(s.push(&c.to_string()));
+        }
+        out.extend(s.finish());
+        assert_eq!(
+            out,
+            [
+                "桌子上有一个红色的杯子。",
+                "左边有一扇门，门是开着的！",
+                "你要出去吗？",
+                "「小心台阶。」",
+                "好的"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_full_width_mark_waits_for_what_follows() {
+        let mut s = SentenceSplitter::default();
+        assert!(s.push("真的吗？").is_empty(), "a closing mark may follow");
+        assert!(s.push("！」").is_empty());
+        assert_eq!(s.push("是的"), vec!["真的吗？！」"]);
+        // Japanese, and a Western mark followed by Chinese
+        assert_eq!(
+            split(&["駅はどこですか。右です。", "OK!那走吧"]),
+            vec!["駅はどこですか。", "右です。", "OK!", "那走吧"]
+        );
+    }
+
+    #[test]
+    fn long_chinese_text_is_cut_after_a_comma() {
+        let text = format!("{}，{}", "很".repeat(30), "长".repeat(30));
+        let out = split(&[&text]);
+        assert_eq!(out[0], format!("{}，", "很".repeat(30)));
+        assert_eq!(out.concat(), text);
     }
 
     #[test]

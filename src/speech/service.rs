@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{select, Receiver, Sender};
 
 use super::ledger::{Ledger, NarrationEnd, NarrationMeta};
-use super::SpeechSink;
+use super::{Progress, SpeechSink, Voice};
 use crate::control::protocol::{LastNarration, RecentLatency};
 use crate::narration::{Kind, NarrationId, NarrationLog, Priority, Status};
 use crate::policy::speech::{Action, Chunk, Event, SpeechQueue};
@@ -23,10 +23,25 @@ pub enum SpeechMsg {
         text: String,
     },
     End(NarrationEnd),
-    /// Stop talking and drop everything queued.
+    /// Stop talking and drop everything queued (narration paused).
     Silence,
+    /// Stop talking now and drop everything queued; narration goes on (`scenesay ctl hush`).
+    Hush,
+    /// Change rate, volume or voice from now on; answered with the settings now in use.
+    Adjust {
+        change: VoiceChange,
+        reply: Sender<Result<Voice, String>>,
+    },
     /// Answered once everything sent before it has been said (or dropped).
     Flush(Sender<()>),
+}
+
+/// A change of speech settings at run time: the fields given change, the others stay.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VoiceChange {
+    pub rate: Option<i32>,
+    pub volume: Option<i32>,
+    pub voice: Option<String>,
 }
 
 /// A cheap, clonable handle for sending narrations to the speech thread. Sending never blocks and
@@ -62,6 +77,18 @@ impl Speaker {
 
     pub fn silence(&self) {
         self.send(SpeechMsg::Silence);
+    }
+
+    pub fn hush(&self) {
+        self.send(SpeechMsg::Hush);
+    }
+
+    /// Changes speech settings; the settings now in use, or why not, within `limit`.
+    pub fn adjust(&self, change: VoiceChange, limit: Duration) -> Result<Voice, String> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(SpeechMsg::Adjust { change, reply: tx });
+        rx.recv_timeout(limit)
+            .unwrap_or_else(|_| Err("the speech thread did not answer".into()))
     }
 
     /// Waits until everything sent so far has been said, at most `limit`; false when the limit
@@ -102,6 +129,8 @@ pub struct SpeechSettings {
     pub stale_after: Duration,
     /// Cue said when a user request begins.
     pub acknowledge: Option<String>,
+    /// Rate, volume, voice and language at start.
+    pub voice: Voice,
 }
 
 /// The speech thread's state.
@@ -117,12 +146,19 @@ pub struct SpeechService {
     flushes: Vec<Sender<()>>,
     warned_timeout: bool,
     warned_error: bool,
+    voice: Voice,
 }
 
-/// How long an utterance may take before the backend is presumed stuck (it never reported the
-/// end): generous for the slowest speech rate.
-pub(crate) fn utterance_limit(text: &str) -> Duration {
+/// How long an utterance may take, once begun, before the backend is presumed stuck (it never
+/// reported the end): generous for the slowest speech rate.
+pub fn utterance_limit(text: &str) -> Duration {
     Duration::from_secs(5) + Duration::from_millis(200) * text.chars().count() as u32
+}
+
+/// The speech thread's own last resort, for a backend that neither finishes nor reports itself
+/// stuck: beyond the backends' own limits (the wait for a turn included).
+fn last_resort_limit(text: &str) -> Duration {
+    utterance_limit(text) + super::dispatcher::TURN_LIMIT + Duration::from_secs(5)
 }
 
 impl SpeechService {
@@ -133,6 +169,7 @@ impl SpeechService {
         stats: Arc<Stats>,
     ) -> Self {
         stats.set_speech_backend(sink.name());
+        stats.set_speech_voice(&settings.voice);
         let clock = stats.clock;
         Self {
             sink,
@@ -145,6 +182,7 @@ impl SpeechService {
             flushes: vec![],
             warned_timeout: false,
             warned_error: false,
+            voice: settings.voice,
         }
     }
 
@@ -186,7 +224,10 @@ impl SpeechService {
                 SpeechMsg::Begin(meta) => self.ledger.begin(meta),
                 SpeechMsg::Text { id, text } => self.ledger.chunk(id, &text),
                 SpeechMsg::End(end) => self.ledger.end(end),
-                SpeechMsg::Silence | SpeechMsg::Flush(_) => {}
+                SpeechMsg::Silence
+                | SpeechMsg::Hush
+                | SpeechMsg::Adjust { .. }
+                | SpeechMsg::Flush(_) => {}
             }
         }
         for r in self.ledger.drain_all("shutdown") {
@@ -261,8 +302,44 @@ impl SpeechService {
                 let acts = self.policy.on(Event::Silence, now);
                 self.exec(acts);
             }
+            SpeechMsg::Hush => {
+                let acts = self.policy.on(Event::Hush, now);
+                self.exec(acts);
+            }
+            SpeechMsg::Adjust { change, reply } => {
+                let _ = reply.send(self.adjust(change));
+            }
             SpeechMsg::Flush(done) => self.flushes.push(done),
         }
+    }
+
+    fn adjust(&mut self, change: VoiceChange) -> Result<Voice, String> {
+        let mut v = self.voice.clone();
+        if let Some(r) = change.rate {
+            if !(-100..=100).contains(&r) {
+                return Err(format!("rate {r}: from -100 (slowest) to 100 (fastest)"));
+            }
+            v.rate = r;
+        }
+        if let Some(r) = change.volume {
+            if !(-100..=100).contains(&r) {
+                return Err(format!("volume {r}: from -100 (quietest) to 100 (loudest)"));
+            }
+            v.volume = r;
+        }
+        if let Some(name) = change.voice {
+            v.voice = name.trim().to_string();
+        }
+        self.sink.adjust(&v).map_err(|e| e.to_string())?;
+        tracing::info!(
+            "speech: rate {}, volume {}, voice {:?} from now on",
+            v.rate,
+            v.volume,
+            v.voice
+        );
+        self.voice = v.clone();
+        self.stats.set_speech_voice(&v);
+        Ok(v)
     }
 
     fn exec(&mut self, actions: Vec<Action>) {
@@ -270,7 +347,7 @@ impl SpeechService {
             match a {
                 Action::Speak(c) => {
                     let kind = self.ledger.kind(c.id).unwrap_or(Kind::Notice);
-                    match self.sink.speak(&c.text, kind) {
+                    match self.sink.speak(&c.text, kind, c.priority) {
                         Ok(()) => {
                             let now = Instant::now();
                             self.speaking_since = Some(now);
@@ -299,13 +376,14 @@ impl SpeechService {
         }
     }
 
-    /// Notices the end of the current utterance, gives up on a stuck backend, drops stale scenes.
+    /// Notices the end of the current utterance (said, or cut short by other speech), gives up on
+    /// a stuck backend, drops stale sentences.
     pub fn poll(&mut self) {
         if let Some(c) = self.policy.speaking().cloned() {
-            let done = match self.sink.is_speaking() {
-                Ok(true) => {
-                    let since = self.speaking_since.unwrap_or_else(Instant::now);
-                    if since.elapsed() > utterance_limit(&c.text) {
+            let progress = match self.sink.poll() {
+                Ok(Progress::Speaking) => {
+                    let since = *self.speaking_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > last_resort_limit(&c.text) {
                         if !self.warned_timeout {
                             tracing::warn!(
                                 "speech: {} never reported the end of an utterance; moving on (is its audio output working?)",
@@ -314,21 +392,48 @@ impl SpeechService {
                             self.warned_timeout = true;
                         }
                         let _ = self.sink.stop();
-                        true
+                        Some(Progress::Cut {
+                            began: false,
+                            why: format!(
+                                "not heard: {} never finished it (no audio output?)",
+                                self.sink.name()
+                            ),
+                        })
                     } else {
-                        false
+                        None
                     }
                 }
-                Ok(false) => true,
+                Ok(p) => Some(p),
                 Err(e) => {
                     tracing::warn!("speech: {e}");
-                    true
+                    Some(Progress::Cut {
+                        began: true,
+                        why: format!("not heard in full: {e}"),
+                    })
                 }
             };
-            if done {
+            if let Some(p) = progress {
                 self.speaking_since = None;
-                self.ledger.finished(&c);
-                let acts = self.policy.on(Event::Finished, self.clock.now());
+                let ev = match p {
+                    Progress::Cut { began: true, why } => {
+                        self.ledger.cut(&c, &why);
+                        Event::Interrupted { began: true }
+                    }
+                    Progress::Cut { began: false, why } => {
+                        // a notice is tried again (the policy queues it anew): not dropped yet
+                        if c.priority != Priority::Notice {
+                            self.ledger.dropped(&c, &why);
+                        } else {
+                            tracing::debug!("speech: notice waits for its turn: {why}");
+                        }
+                        Event::Interrupted { began: false }
+                    }
+                    _ => {
+                        self.ledger.finished(&c);
+                        Event::Finished
+                    }
+                };
+                let acts = self.policy.on(ev, self.clock.now());
                 self.exec(acts);
             }
         }

@@ -3,8 +3,8 @@
 
 use std::io::Write;
 
-use super::{SpeechError, SpeechSink};
-use crate::narration::Kind;
+use super::{Progress, SpeechError, SpeechSink, Voice};
+use crate::narration::{Kind, Priority};
 
 pub struct Stdout;
 
@@ -13,7 +13,7 @@ impl SpeechSink for Stdout {
         "log"
     }
 
-    fn speak(&mut self, text: &str, kind: Kind) -> Result<(), SpeechError> {
+    fn speak(&mut self, text: &str, kind: Kind, _priority: Priority) -> Result<(), SpeechError> {
         let mut o = std::io::stdout().lock();
         // a closed stdout must not stop narration: the narration log still records everything
         let _ = writeln!(o, "[{}] {text}", kind.name()).and_then(|_| o.flush());
@@ -24,7 +24,11 @@ impl SpeechSink for Stdout {
         Ok(())
     }
 
-    fn is_speaking(&mut self) -> Result<bool, SpeechError> {
-        Ok(false)
+    fn poll(&mut self) -> Result<Progress, SpeechError> {
+        Ok(Progress::Finished)
+    }
+
+    fn adjust(&mut self, _voice: &Voice) -> Result<(), SpeechError> {
+        Ok(())
     }
 }
