@@ -12,3 +12,4 @@ pub mod narrate;
 pub mod quantize;
 pub mod run;
 pub mod search;
+pub mod service;
