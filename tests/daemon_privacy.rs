@@ -30,7 +30,8 @@ fn the_log_rotates_at_its_cap_mid_run_between_lines() {
     .replace("[log]\n", "[log]\nmax_mb = 0.002\nkeep = 2\n");
     let mut d = Daemon::start(dir, &cfg);
     let cap = (0.002f64 * 1024.0 * 1024.0) as u64;
-    let rotated = |n: u32| PathBuf::from(format!("{}.{n}", d.log.display()));
+    let log = d.log.clone();
+    let rotated = |n: u32| PathBuf::from(format!("{}.{n}", log.display()));
     let t = Instant::now();
     let mut asked = 0;
     // ask until the first file has been rotated away twice (so `.3` would exist if keep were
@@ -47,7 +48,7 @@ fn the_log_rotates_at_its_cap_mid_run_between_lines() {
     }
     d.stop();
     assert!(!rotated(3).exists(), "keep = 2 older files");
-    let files = [rotated(2), rotated(1), d.log.clone()];
+    let files = [rotated(2), rotated(1), log.clone()];
     let mut all = vec![];
     for f in &files {
         let len = std::fs::metadata(f).unwrap().len();

@@ -149,7 +149,6 @@ fn the_analysis_sees_every_protection_a_user_manager_applies() {
     for setting in [
         "PrivateUsers=",
         "ProtectSystem=",
-        "ProtectHome=",
         "PrivateTmp=",
         "PrivateNetwork=",
         "ProtectKernelTunables=",
@@ -157,6 +156,11 @@ fn the_analysis_sees_every_protection_a_user_manager_applies() {
     ] {
         assert!(applied(&table, setting), "{setting} with the drop-in:\n{table}");
     }
+    // read only, not hidden: the model and the configuration live in the home
+    assert!(
+        table.contains("Service has read-only access to home directories"),
+        "{table}"
+    );
     assert!(with < score, "the drop-in lowers the exposure: {with} vs {score}");
 }
 
