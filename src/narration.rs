@@ -298,7 +298,11 @@ impl NarrationLog {
         for (n, p) in rotated_files(&self.path) {
             if n > self.limits.keep {
                 match std::fs::remove_file(&p) {
-                    Ok(()) => tracing::info!("narration log: removed {} (`[log] keep` = {})", p.display(), self.limits.keep),
+                    Ok(()) => tracing::info!(
+                        "narration log: removed {} (`[log] keep` = {})",
+                        p.display(),
+                        self.limits.keep
+                    ),
                     Err(e) => tracing::warn!("narration log: cannot remove {}: {e}", p.display()),
                 }
             }
@@ -339,10 +343,9 @@ impl NarrationLog {
                     }
                 }
                 Ok(false) => {}
-                Err(e) => tracing::warn!(
-                    "narration log {}: cannot drop old lines: {e}",
-                    p.display()
-                ),
+                Err(e) => {
+                    tracing::warn!("narration log {}: cannot drop old lines: {e}", p.display())
+                }
             }
         }
     }
@@ -445,8 +448,7 @@ impl NarrationLog {
             }
         };
         line.push('\n');
-        if self.limits.keep_days > 0.0
-            && self.last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY)
+        if self.limits.keep_days > 0.0 && self.last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY)
         {
             self.prune(SystemTime::now());
         }
@@ -628,9 +630,8 @@ mod tests {
     fn numbered(n: u64, age_days: f64) -> Record {
         let mut r = record(&format!("narration number {n} of the rotation test"));
         r.id = NarrationId(n);
-        r.time = rfc3339(
-            SystemTime::now() - std::time::Duration::from_secs_f64(age_days * 86_400.0),
-        );
+        r.time =
+            rfc3339(SystemTime::now() - std::time::Duration::from_secs_f64(age_days * 86_400.0));
         r
     }
 

@@ -169,7 +169,9 @@ mod tests {
     fn a_world_writable_folder_must_be_sticky() {
         let t = tempfile::tempdir().unwrap();
         std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-        let e = open_append(&t.path().join("n.jsonl")).unwrap_err().to_string();
+        let e = open_append(&t.path().join("n.jsonl"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("others may replace"), "{e}");
         std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
         open_append(&t.path().join("n.jsonl")).unwrap();

@@ -52,7 +52,11 @@ fn the_log_rotates_at_its_cap_mid_run_between_lines() {
     let mut all = vec![];
     for f in &files {
         let len = std::fs::metadata(f).unwrap().len();
-        assert!(len <= cap, "{} is {len} bytes, over the cap {cap}", f.display());
+        assert!(
+            len <= cap,
+            "{} is {len} bytes, over the cap {cap}",
+            f.display()
+        );
         // `records` panics on a line that is not whole JSON, and on a file not ending in a newline
         all.extend(records(f));
     }
@@ -63,7 +67,10 @@ fn the_log_rotates_at_its_cap_mid_run_between_lines() {
         "the oldest file should have been dropped"
     );
     // oldest to newest across the files
-    let times: Vec<String> = all.iter().map(|r| r["time"].as_str().unwrap().to_string()).collect();
+    let times: Vec<String> = all
+        .iter()
+        .map(|r| r["time"].as_str().unwrap().to_string())
+        .collect();
     let mut sorted = times.clone();
     sorted.sort();
     assert_eq!(times, sorted, "files rotated in order");
@@ -84,7 +91,10 @@ fn fallback_config(dir: &Path) -> PathBuf {
         .filter(|l| !l.starts_with("socket =") && !l.starts_with("path = \"") || l.contains("tiny"))
         .map(|l| format!("{l}\n"))
         .collect();
-    assert!(!text.contains("narration.jsonl") && !text.contains(".sock"), "{text}");
+    assert!(
+        !text.contains("narration.jsonl") && !text.contains(".sock"),
+        "{text}"
+    );
     let p = dir.join("config.toml");
     std::fs::write(&p, text).unwrap();
     p
@@ -170,7 +180,11 @@ fn a_link_planted_at_the_tmp_fallback_is_refused() {
     let stderr = std::fs::read_to_string(&err).unwrap();
     assert!(!st.success(), "{stderr}");
     assert!(stderr.contains("is a symbolic link"), "{stderr}");
-    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0, "nothing written through it");
+    assert_eq!(
+        std::fs::read_dir(&elsewhere).unwrap().count(),
+        0,
+        "nothing written through it"
+    );
 }
 
 /// Starts `cmd` with no core size limit (so only the process's own settings can prevent a dump),
@@ -256,10 +270,17 @@ fn the_daemon_is_not_dumpable_and_an_abort_leaves_no_core() {
         .to_string();
     println!("/proc/{pid}/status owned by {owner} (the daemon runs as {runs_as}); {core_line}");
     if runs_as != 0 {
-        assert_eq!(owner, 0, "a dumpable process's /proc entries belong to its user");
+        assert_eq!(
+            owner, 0,
+            "a dumpable process's /proc entries belong to its user"
+        );
     }
     assert_eq!(
-        core_line.split_whitespace().skip(4).take(2).collect::<Vec<_>>(),
+        core_line
+            .split_whitespace()
+            .skip(4)
+            .take(2)
+            .collect::<Vec<_>>(),
         ["0", "0"],
         "{core_line}"
     );
@@ -284,7 +305,9 @@ fn the_daemon_is_not_dumpable_and_an_abort_leaves_no_core() {
     println!(
         "control process: core dumped = {} (core_pattern {:?})",
         cst.core_dumped(),
-        std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap_or_default().trim()
+        std::fs::read_to_string("/proc/sys/kernel/core_pattern")
+            .unwrap_or_default()
+            .trim()
     );
     for f in cores_in(&work) {
         let _ = std::fs::remove_file(work.join(f));

@@ -53,7 +53,10 @@ fn analyze(path: &std::path::Path) -> (f64, String) {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let score: f64 = text
         .lines()
-        .find_map(|l| l.split("Overall exposure level for scenesay.service: ").nth(1))
+        .find_map(|l| {
+            l.split("Overall exposure level for scenesay.service: ")
+                .nth(1)
+        })
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no exposure in: {text}"));
@@ -78,8 +81,16 @@ fn the_unit_has_no_option_a_user_manager_needs_a_user_namespace_for() {
         );
     }
     // the BPF-based options do nothing in a user unit: they would only make it look safer
-    for k in ["IPAddressDeny", "IPAddressAllow", "DeviceAllow", "DevicePolicy"] {
-        assert!(!set.iter().any(|s| s == k), "{k}= does nothing in a user unit");
+    for k in [
+        "IPAddressDeny",
+        "IPAddressAllow",
+        "DeviceAllow",
+        "DevicePolicy",
+    ] {
+        assert!(
+            !set.iter().any(|s| s == k),
+            "{k}= does nothing in a user unit"
+        );
     }
     // the drop-in holds only such options, and the ones the old unit had
     let drop_in = read("systemd/userns-sandbox.conf");
@@ -98,7 +109,10 @@ fn the_unit_has_no_option_a_user_manager_needs_a_user_namespace_for() {
         "PrivateNetwork",
         "ReadWritePaths",
     ] {
-        assert!(extra.iter().any(|e| e == k), "{k}= is missing from the drop-in");
+        assert!(
+            extra.iter().any(|e| e == k),
+            "{k}= is missing from the drop-in"
+        );
     }
     assert_eq!(values(&drop_in, "ProtectHome"), ["read-only"]);
     assert_eq!(values(&drop_in, "ReadWritePaths"), ["%t"]);
@@ -134,7 +148,10 @@ fn the_analysis_sees_every_protection_a_user_manager_applies() {
         "UMask=",
         "NotifyAccess=",
     ] {
-        assert!(applied(&table, setting), "{setting} is not applied:\n{table}");
+        assert!(
+            applied(&table, setting),
+            "{setting} is not applied:\n{table}"
+        );
     }
     // with the drop-in (where user namespaces are allowed) the namespace protections are added
     let d = dir.path().join("scenesay.service.d");
@@ -154,14 +171,20 @@ fn the_analysis_sees_every_protection_a_user_manager_applies() {
         "ProtectKernelTunables=",
         "ProtectControlGroups=",
     ] {
-        assert!(applied(&table, setting), "{setting} with the drop-in:\n{table}");
+        assert!(
+            applied(&table, setting),
+            "{setting} with the drop-in:\n{table}"
+        );
     }
     // read only, not hidden: the model and the configuration live in the home
     assert!(
         table.contains("Service has read-only access to home directories"),
         "{table}"
     );
-    assert!(with < score, "the drop-in lowers the exposure: {with} vs {score}");
+    assert!(
+        with < score,
+        "the drop-in lowers the exposure: {with} vs {score}"
+    );
 }
 
 #[test]

@@ -39,7 +39,10 @@ fn wait_until<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) 
         if let Some(v) = f() {
             return v;
         }
-        assert!(t.elapsed() < limit, "gave up waiting ({limit:?}) for {what}");
+        assert!(
+            t.elapsed() < limit,
+            "gave up waiting ({limit:?}) for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -79,22 +82,22 @@ fn no_userns_filter() -> Vec<libc::sock_filter> {
         k,
     };
     vec![
-        ld(4),                                // 0: arch
-        jeq(AUDIT_ARCH_X86_64, 0, 8),         // 1: other arch → allow
-        ld(0),                                // 2: syscall number
-        jeq(435, 5, 0),                       // 3: clone3 → ENOSYS
-        jeq(272, 1, 0),                       // 4: unshare → check flags
-        jeq(56, 0, 4),                        // 5: clone → check flags, else allow
-        ld(16),                               // 6: args[0], low 32 bits
+        ld(4),                        // 0: arch
+        jeq(AUDIT_ARCH_X86_64, 0, 8), // 1: other arch → allow
+        ld(0),                        // 2: syscall number
+        jeq(435, 5, 0),               // 3: clone3 → ENOSYS
+        jeq(272, 1, 0),               // 4: unshare → check flags
+        jeq(56, 0, 4),                // 5: clone → check flags, else allow
+        ld(16),                       // 6: args[0], low 32 bits
         libc::sock_filter {
             code: (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16,
             jt: 0,
             jf: 2,
             k: libc::CLONE_NEWUSER as u32,
         }, // 7: CLONE_NEWUSER → EPERM
-        ret(RET_ERRNO | libc::EPERM as u32),  // 8
+        ret(RET_ERRNO | libc::EPERM as u32), // 8
         ret(RET_ERRNO | libc::ENOSYS as u32), // 9
-        ret(RET_ALLOW),                       // 10
+        ret(RET_ALLOW),               // 10
     ]
 }
 
@@ -114,7 +117,11 @@ struct Session {
 impl Session {
     fn new() -> Session {
         let name = format!("scenesay-t{}", std::process::id());
-        run_ok(Command::new("useradd").args(["-m", "-s", "/bin/sh"]).arg(&name));
+        run_ok(
+            Command::new("useradd")
+                .args(["-m", "-s", "/bin/sh"])
+                .arg(&name),
+        );
         let uid: u32 = String::from_utf8(run_ok(Command::new("id").args(["-u", &name])).stdout)
             .unwrap()
             .trim()
@@ -271,7 +278,10 @@ impl Session {
                 Ok(())
             });
         }
-        self.manager = Some(cmd.spawn().expect("systemd is installed (apt install systemd)"));
+        self.manager = Some(
+            cmd.spawn()
+                .expect("systemd is installed (apt install systemd)"),
+        );
         let state = wait_until(Duration::from_secs(60), "the user manager", || {
             let o = self.systemctl(&["is-system-running"]);
             let s = String::from_utf8_lossy(&o.stdout).trim().to_string();
@@ -333,7 +343,10 @@ impl Drop for Session {
                 let mut left = false;
                 for g in &tree {
                     let procs = std::fs::read_to_string(g.join("cgroup.procs")).unwrap_or_default();
-                    for pid in procs.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+                    for pid in procs
+                        .split_whitespace()
+                        .filter_map(|p| p.parse::<i32>().ok())
+                    {
                         // SAFETY: only processes left in this test's own control groups.
                         unsafe { libc::kill(pid, libc::SIGKILL) };
                         left = true;
@@ -352,7 +365,10 @@ impl Drop for Session {
             let _ = std::fs::remove_dir("/run/systemd/system");
         }
         let _ = std::fs::remove_dir_all(&self.runtime);
-        let _ = Command::new("userdel").args(["-r", "-f"]).arg(&self.name).output();
+        let _ = Command::new("userdel")
+            .args(["-r", "-f"])
+            .arg(&self.name)
+            .output();
     }
 }
 
@@ -366,7 +382,9 @@ fn the_unit_runs_under_a_user_manager_without_user_namespaces() {
     }
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root (it creates a user and a control group for its systemd --user)");
+        eprintln!(
+            "skipped: needs root (it creates a user and a control group for its systemd --user)"
+        );
         return;
     }
     let mut s = Session::new();
@@ -380,7 +398,11 @@ fn the_unit_runs_under_a_user_manager_without_user_namespaces() {
     );
     s.systemctl(&["daemon-reload"]);
     let plain = s.systemctl(&["start", "probe-plain.service"]);
-    assert!(plain.status.success(), "{}", String::from_utf8_lossy(&plain.stderr));
+    assert!(
+        plain.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
     let userns = s.systemctl(&["start", "probe-userns.service"]);
     assert!(
         !userns.status.success(),
@@ -450,10 +472,18 @@ fn the_unit_runs_under_a_user_manager_without_user_namespaces() {
     let unit = std::fs::read_to_string(&unit_path).unwrap();
     let exec = format!("ExecStart={} run --config {}", bin.display(), cfg.display());
     assert!(unit.lines().any(|l| l == exec), "{exec} in:\n{unit}");
-    assert!(said.contains("ran: systemctl --user daemon-reload"), "{said}");
-    assert!(said.contains("ran: systemctl --user enable --now scenesay.service"), "{said}");
     assert!(
-        s.home.join(".config/systemd/user/default.target.wants/scenesay.service").exists(),
+        said.contains("ran: systemctl --user daemon-reload"),
+        "{said}"
+    );
+    assert!(
+        said.contains("ran: systemctl --user enable --now scenesay.service"),
+        "{said}"
+    );
+    assert!(
+        s.home
+            .join(".config/systemd/user/default.target.wants/scenesay.service")
+            .exists(),
         "enabled"
     );
 
@@ -479,7 +509,11 @@ fn the_unit_runs_under_a_user_manager_without_user_namespaces() {
 
     // private: not dumpable (its /proc entries belong to root), no core size, sandbox applied
     let proc_status = format!("/proc/{pid}/status");
-    assert_eq!(std::fs::metadata(&proc_status).unwrap().uid(), 0, "not dumpable");
+    assert_eq!(
+        std::fs::metadata(&proc_status).unwrap().uid(),
+        0,
+        "not dumpable"
+    );
     let st = std::fs::read_to_string(&proc_status).unwrap();
     let field = |k: &str| {
         st.lines()
@@ -489,7 +523,11 @@ fn the_unit_runs_under_a_user_manager_without_user_namespaces() {
     };
     assert_eq!(field("NoNewPrivs"), "1");
     assert_eq!(field("Seccomp"), "2", "the system call filter is applied");
-    assert!(field("Uid").starts_with(&s.uid.to_string()), "{}", field("Uid"));
+    assert!(
+        field("Uid").starts_with(&s.uid.to_string()),
+        "{}",
+        field("Uid")
+    );
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let core = limits
         .lines()
@@ -505,7 +543,10 @@ fn the_unit_runs_under_a_user_manager_without_user_namespaces() {
     let again = s.user(&bin, &["service", "install"]);
     let said = String::from_utf8_lossy(&again.stdout).into_owned();
     assert!(again.status.success(), "{said}");
-    assert!(said.contains("is up to date") && !said.contains("daemon-reload"), "{said}");
+    assert!(
+        said.contains("is up to date") && !said.contains("daemon-reload"),
+        "{said}"
+    );
     assert_eq!(s.prop("scenesay.service", "MainPID"), pid.to_string());
 
     // a forced abort, as the watchdog does it: restarted, no core anywhere it could be written
@@ -527,8 +568,15 @@ fn the_unit_runs_under_a_user_manager_without_user_namespaces() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("core"))
         .collect();
-    assert!(cores.is_empty(), "core files in the working folder: {cores:?}");
-    if let Some(dir) = pattern.trim().strip_prefix('/').and_then(|p| Path::new("/").join(p).parent().map(Path::to_path_buf)) {
+    assert!(
+        cores.is_empty(),
+        "core files in the working folder: {cores:?}"
+    );
+    if let Some(dir) = pattern
+        .trim()
+        .strip_prefix('/')
+        .and_then(|p| Path::new("/").join(p).parent().map(Path::to_path_buf))
+    {
         let ours: Vec<String> = std::fs::read_dir(&dir)
             .into_iter()
             .flatten()
@@ -542,19 +590,30 @@ fn the_unit_runs_under_a_user_manager_without_user_namespaces() {
 
     // a clean stop
     let stop = s.systemctl(&["stop", "scenesay.service"]);
-    assert!(stop.status.success(), "{}", String::from_utf8_lossy(&stop.stderr));
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
     assert_eq!(s.prop("scenesay.service", "ActiveState"), "inactive");
     assert_eq!(s.prop("scenesay.service", "Result"), "success");
     assert_eq!(s.prop("scenesay.service", "ExecMainStatus"), "0");
     let st = s.user(&bin, &["service", "status"]);
     let said = String::from_utf8_lossy(&st.stdout).into_owned();
     assert_eq!(st.status.code(), Some(75), "{said}");
-    assert!(said.contains("ActiveState=inactive") && said.contains(&exec), "{said}");
+    assert!(
+        said.contains("ActiveState=inactive") && said.contains(&exec),
+        "{said}"
+    );
 
     // uninstall: disabled, removed; again: nothing to do
     let un = s.user(&bin, &["service", "uninstall"]);
     let said = String::from_utf8_lossy(&un.stdout).into_owned();
-    assert!(un.status.success(), "{said}{}", String::from_utf8_lossy(&un.stderr));
+    assert!(
+        un.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&un.stderr)
+    );
     assert!(!unit_path.exists());
     assert!(!s
         .home

@@ -126,7 +126,10 @@ pub fn unit_word(s: &str) -> String {
         .replace('"', "\\\"")
         .replace('%', "%%")
         .replace('$', "$$");
-    if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c == '"' || c == '\'') {
+    if s.is_empty()
+        || s.chars()
+            .any(|c| c.is_whitespace() || c == '"' || c == '\'')
+    {
         format!("\"{escaped}\"")
     } else {
         escaped
@@ -263,7 +266,12 @@ fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn apply(path: &Path, change: &FileChange, text: Option<&str>, dry_run: bool) -> anyhow::Result<()> {
+fn apply(
+    path: &Path,
+    change: &FileChange,
+    text: Option<&str>,
+    dry_run: bool,
+) -> anyhow::Result<()> {
     match change {
         FileChange::Unchanged => println!("{} is up to date", path.display()),
         FileChange::Absent => {}
@@ -341,7 +349,12 @@ fn install(
         userns_sandbox.then_some(USERNS_DROP_IN),
     );
     apply(&unit_path, &unit_change, Some(&unit), dry_run)?;
-    apply(&drop_in_path, &drop_in_change, Some(USERNS_DROP_IN), dry_run)?;
+    apply(
+        &drop_in_path,
+        &drop_in_change,
+        Some(USERNS_DROP_IN),
+        dry_run,
+    )?;
     let changed = [&unit_change, &drop_in_change]
         .iter()
         .any(|c| matches!(c, FileChange::Write | FileChange::Remove));
@@ -372,14 +385,8 @@ fn uninstall(dry_run: bool) -> anyhow::Result<u8> {
     let unit_path = dir.join(UNIT_NAME);
     let drop_dir = dir.join(format!("{UNIT_NAME}.d"));
     let drop_in_path = drop_dir.join(DROP_IN_NAME);
-    let unit_change = plan_file(
-        std::fs::read_to_string(&unit_path).ok().as_deref(),
-        None,
-    );
-    let drop_in_change = plan_file(
-        std::fs::read_to_string(&drop_in_path).ok().as_deref(),
-        None,
-    );
+    let unit_change = plan_file(std::fs::read_to_string(&unit_path).ok().as_deref(), None);
+    let drop_in_change = plan_file(std::fs::read_to_string(&drop_in_path).ok().as_deref(), None);
     if unit_change == FileChange::Absent && drop_in_change == FileChange::Absent {
         println!("nothing to remove: {} does not exist", unit_path.display());
         return Ok(exit::OK);
@@ -429,7 +436,11 @@ fn status() -> anyhow::Result<u8> {
                     );
                 }
             }
-            if dir.join(format!("{UNIT_NAME}.d")).join(DROP_IN_NAME).exists() {
+            if dir
+                .join(format!("{UNIT_NAME}.d"))
+                .join(DROP_IN_NAME)
+                .exists()
+            {
                 println!("  with the user-namespace sandbox ({DROP_IN_NAME})");
             }
         }
@@ -503,7 +514,10 @@ mod tests {
     fn the_rendered_unit_only_changes_exec_start() {
         let u = render_unit(Path::new("/opt/s/scenesay"), Some(Path::new("/etc/s.toml")));
         let execs: Vec<&str> = u.lines().filter(|l| l.starts_with("ExecStart=")).collect();
-        assert_eq!(execs, ["ExecStart=/opt/s/scenesay run --config /etc/s.toml"]);
+        assert_eq!(
+            execs,
+            ["ExecStart=/opt/s/scenesay run --config /etc/s.toml"]
+        );
         let others = |t: &str| -> Vec<String> {
             t.lines()
                 .filter(|l| !l.starts_with("ExecStart=") && !l.starts_with('#'))

@@ -66,7 +66,9 @@ impl Dispatcher {
             // scenesay's sandbox (it would inherit it, and Orca would lose it when scenesay stops)
             if let Some(sock) = socket_path(
                 std::env::var("SPEECHD_ADDRESS").ok().as_deref(),
-                std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).as_deref(),
+                std::env::var_os("XDG_RUNTIME_DIR")
+                    .map(PathBuf::from)
+                    .as_deref(),
                 std::env::var_os("HOME").map(PathBuf::from).as_deref(),
             ) {
                 if let Err(e) = std::os::unix::net::UnixStream::connect(&sock) {
@@ -187,11 +189,15 @@ mod tests {
         let home = Path::new("/home/a");
         assert_eq!(
             socket_path(None, Some(run), Some(home)),
-            Some(PathBuf::from("/run/user/1000/speech-dispatcher/speechd.sock"))
+            Some(PathBuf::from(
+                "/run/user/1000/speech-dispatcher/speechd.sock"
+            ))
         );
         assert_eq!(
             socket_path(None, None, Some(home)),
-            Some(PathBuf::from("/home/a/.cache/speech-dispatcher/speechd.sock"))
+            Some(PathBuf::from(
+                "/home/a/.cache/speech-dispatcher/speechd.sock"
+            ))
         );
         assert_eq!(
             socket_path(Some("unix_socket:/x/s.sock"), Some(run), None),
@@ -199,7 +205,9 @@ mod tests {
         );
         assert_eq!(
             socket_path(Some("unix_socket"), Some(run), None),
-            Some(PathBuf::from("/run/user/1000/speech-dispatcher/speechd.sock"))
+            Some(PathBuf::from(
+                "/run/user/1000/speech-dispatcher/speechd.sock"
+            ))
         );
         // an IP address cannot be checked (and the unit allows Unix sockets only)
         assert_eq!(
