@@ -50,6 +50,9 @@ pub enum Command {
     Ctl(commands::ctl::Args),
     /// Check the configuration, model, camera, speech, hotkey and socket; say what to fix.
     Check(commands::check::Args),
+    /// Install, remove or inspect scenesay as a systemd user service (`scenesay service install`
+    /// writes the unit with this binary's path, reloads systemd and starts it).
+    Service(commands::service::Args),
 }
 
 impl Command {
@@ -66,6 +69,7 @@ impl Command {
             Command::Run(a) => commands::run::run(a),
             Command::Ctl(a) => commands::ctl::run(a),
             Command::Check(a) => commands::check::run(a),
+            Command::Service(a) => commands::service::run(a),
         }
     }
 }

@@ -387,6 +387,13 @@ pub struct LogConfig {
     pub enabled: bool,
     /// Empty = `$XDG_STATE_HOME/scenesay/narration.jsonl`.
     pub path: String,
+    /// The file is rotated (`narration.jsonl.1` …) before a line would take it past this many
+    /// megabytes; 0 = no cap.
+    pub max_mb: f64,
+    /// Rotated files kept; 0 = none (the full file is dropped).
+    pub keep: u32,
+    /// Lines older than this many days are dropped; 0 = kept forever.
+    pub keep_days: f64,
 }
 
 impl Default for LogConfig {
@@ -394,6 +401,19 @@ impl Default for LogConfig {
         Self {
             enabled: true,
             path: String::new(),
+            max_mb: 10.0,
+            keep: 3,
+            keep_days: 30.0,
+        }
+    }
+}
+
+impl LogConfig {
+    pub fn limits(&self) -> crate::narration::LogLimits {
+        crate::narration::LogLimits {
+            max_bytes: (self.max_mb * 1024.0 * 1024.0) as u64,
+            keep: self.keep,
+            keep_days: self.keep_days,
         }
     }
 }
@@ -814,6 +834,39 @@ impl Config {
                     out.push(invalid(key, e.to_string()));
                 }
             }
+        }
+        let l = &self.log;
+        if !(0.0..=100_000.0).contains(&l.max_mb) {
+            out.push(invalid(
+                "log.max_mb",
+                format!(
+                    "{} is not allowed: megabytes from 0 (no cap) to 100000, e.g. 10",
+                    l.max_mb
+                ),
+            ));
+        } else if l.max_mb > 0.0 && l.max_mb * 1024.0 * 1024.0 < 1024.0 {
+            out.push(invalid(
+                "log.max_mb",
+                format!(
+                    "{} is too small: at least 0.001 (1 KiB), or 0 for no cap",
+                    l.max_mb
+                ),
+            ));
+        }
+        if l.keep > 100 {
+            out.push(invalid(
+                "log.keep",
+                format!("{} is not allowed: keep 0 to 100 rotated files", l.keep),
+            ));
+        }
+        if !(0.0..=36_500.0).contains(&l.keep_days) {
+            out.push(invalid(
+                "log.keep_days",
+                format!(
+                    "{} is not allowed: days from 0 (keep forever) to 36500, e.g. 30",
+                    l.keep_days
+                ),
+            ));
         }
         let g = &self.guards;
         for (key, v, max) in [

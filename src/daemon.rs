@@ -129,6 +129,27 @@ fn notify(states: &[sd_notify::NotifyState]) {
     }
 }
 
+/// Keeps camera frames out of core dumps and out of other processes' reach: marks the process not
+/// dumpable (`PR_SET_DUMPABLE` 0: no core file, and other programs of the same user cannot read
+/// its memory through /proc or ptrace) and sets its core size limit to 0 (what the unit's
+/// `LimitCORE=0` does, for a daemon started by hand too; a crash handler such as apport that
+/// writes cores of non-dumpable processes for root honours it).
+pub fn forbid_core_dumps() -> std::io::Result<()> {
+    // SAFETY: prctl with PR_SET_DUMPABLE and constant arguments only changes a process flag.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `zero` is a valid rlimit that outlives the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Runs the daemon until it is asked to stop. `load` loads the model; it is called once the speech
 /// thread can report a failure out loud.
 pub fn run(
@@ -156,7 +177,7 @@ pub fn run_with_source(
 
     // speech first: from here on, problems can be said out loud
     let log = match config.log_path() {
-        Some(p) => match NarrationLog::open(&p) {
+        Some(p) => match NarrationLog::open_with(&p, config.log.limits()) {
             Ok(l) => {
                 tracing::info!("narration log: {}", p.display());
                 l

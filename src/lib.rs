@@ -14,6 +14,7 @@ pub mod model;
 pub mod model_store;
 pub mod narration;
 pub mod policy;
+pub mod private_files;
 pub mod signals;
 pub mod speech;
 pub mod status;

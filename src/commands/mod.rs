@@ -13,3 +13,4 @@ pub mod narrate;
 pub mod quantize;
 pub mod run;
 pub mod search;
+pub mod service;

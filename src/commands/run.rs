@@ -77,6 +77,10 @@ pub fn model_dir(config: &Config, cli: Option<&str>) -> anyhow::Result<PathBuf> 
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
+    // before the first frame exists: no core dump may ever hold one
+    if let Err(e) = daemon::forbid_core_dumps() {
+        tracing::warn!("cannot turn core dumps off: {e}");
+    }
     let (mut config, path) = load_config(a.config.as_deref())?;
     match &path {
         Some(p) => tracing::info!("configuration: {}", p.display()),

@@ -85,7 +85,14 @@ pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, ControlErro
         source,
     };
     if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() {
+        if dir == crate::config::private_tmp_dir() {
+            // the fallback under the shared temporary folder: someone else may have made it first
+            // (a folder of theirs, or a link): only a real folder of ours, 0700, is used
+            crate::private_files::private_dir(dir).map_err(|e| ControlError::InsecureFolder {
+                path: dir.to_path_buf(),
+                why: e.to_string(),
+            })?;
+        } else if !dir.as_os_str().is_empty() {
             if !dir.exists() {
                 std::fs::create_dir_all(dir).map_err(err)?;
                 std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
