@@ -138,7 +138,10 @@ fn speech_takes_turns_with_the_screen_reader_on_a_real_speech_dispatcher() {
     assert_eq!(outcome(&mut d), Progress::Finished);
     let u = finished(&rec, "你好");
     // (speech-dispatcher turns punctuation into pauses before the engine sees the text)
-    assert!(u.text.starts_with("你好") && u.text.contains("这是一个测试"), "{u:?}");
+    assert!(
+        u.text.starts_with("你好") && u.text.contains("这是一个测试"),
+        "{u:?}"
+    );
     assert_eq!(u.language, "zh");
     assert!(u.rate.starts_with("40"), "{u:?}");
     assert!(u.volume.starts_with("-20"), "{u:?}");

@@ -59,7 +59,14 @@ fn a_mute_speech_dispatcher_never_hangs_check_and_leaks_nothing() {
     let speech = stdout
         .lines()
         .position(|l| l.split_whitespace().nth(1) == Some("speech"))
-        .map(|i| stdout.lines().skip(i).take(2).collect::<Vec<_>>().join("\n"))
+        .map(|i| {
+            stdout
+                .lines()
+                .skip(i)
+                .take(2)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
         .unwrap_or_else(|| panic!("no speech line: {stdout}"));
     assert!(
         speech.starts_with("FAIL  speech    speech-dispatcher accepted the sentence but never finished it (no audio output?)"),
@@ -96,7 +103,8 @@ fn a_mute_speech_dispatcher_never_hangs_check_and_leaks_nothing() {
     let mut said_elsewhere = 0;
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(6) {
-        s.speak("Hello there.", Kind::Scene, Priority::Scene).unwrap();
+        s.speak("Hello there.", Kind::Scene, Priority::Scene)
+            .unwrap();
         let on = s.name();
         let p = loop {
             match s.poll().unwrap() {

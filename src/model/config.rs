@@ -280,13 +280,15 @@ fn no_sliding_window(t: &Value, path: &Path, section: &str) -> Result<(), ModelE
 fn apple_prompt_and_preprocessing(v: &Value, path: &Path) -> Result<(), ModelError> {
     match v.get("mm_use_im_start_end") {
         None | Some(Value::Null) | Some(Value::Bool(false)) => {}
-        Some(x) => return Err(bad(
-            path,
-            format!(
+        Some(x) => {
+            return Err(bad(
+                path,
+                format!(
                 "`mm_use_im_start_end` is `{x}`; wrapping the image in <im_start>/<im_end> tokens \
                      is not supported (FastVLM's checkpoints set it to false)"
             ),
-        )),
+            ))
+        }
     }
     // Apple pads to a square only for `pad`; anything else (missing included) crops or tiles
     match v.get("image_aspect_ratio") {

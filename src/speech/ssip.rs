@@ -343,7 +343,7 @@ impl Drop for Client {
 pub fn connect_or_spawn(limit: Duration) -> Result<Client, String> {
     let path = socket_path()?;
     match Client::connect(&path) {
-        Ok(c) => return Ok(c),
+        Ok(c) => Ok(c),
         Err(first) => {
             let program = std::env::var_os("SPEECHD_CMD")
                 .filter(|p| !p.is_empty())
