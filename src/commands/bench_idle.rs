@@ -224,9 +224,9 @@ fn run_once(
         let stopped = handle
             .join()
             .map_err(|_| anyhow::anyhow!("the daemon panicked"))?;
-        let figures = result?;
+        // the daemon's own error explains an early stop best
         stopped.context("the daemon failed")?;
-        Ok(figures)
+        result
     });
     daemon
 }
@@ -274,6 +274,12 @@ pub fn run(
         std::env::temp_dir().join(format!("scenesay-bench-idle-{}", std::process::id()));
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create {} for the benchmark", dir.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // the control socket's folder must be private
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} private", dir.display()))?;
+    }
     let mut results = vec![];
     for gate in [true, false] {
         eprintln!(
