@@ -286,9 +286,12 @@ impl Default for DescribeConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum SpeechBackend {
-    /// speech-dispatcher (what the Orca screen reader uses), through the `tts` crate.
+    /// speech-dispatcher (what the Orca screen reader uses), spoken to over its socket with a
+    /// priority per kind of speech.
     #[default]
     SpeechDispatcher,
+    /// The platform's speech service through the `tts` crate (one fixed priority).
+    Tts,
     /// The espeak-ng program, run directly.
     EspeakNg,
     /// No audio: print each utterance on standard output.
@@ -299,6 +302,7 @@ impl SpeechBackend {
     pub fn name(self) -> &'static str {
         match self {
             SpeechBackend::SpeechDispatcher => "speech-dispatcher",
+            SpeechBackend::Tts => "tts",
             SpeechBackend::EspeakNg => "espeak-ng",
             SpeechBackend::Log => "log",
         }

@@ -79,6 +79,7 @@ fn a_killed_speech_dispatcher_falls_back_to_espeak_ng_and_is_used_again_later() 
         Ok(match b {
             SpeechBackend::SpeechDispatcher => Box::new(Dispatcher::open(&c)?),
             SpeechBackend::EspeakNg => Box::new(EspeakNg::open(&c, Output::WavDir(wd.clone()))?),
+            SpeechBackend::Tts => Box::new(scenesay::speech::tts_backend::TtsBackend::open(&c)?),
             SpeechBackend::Log => Box::new(Stdout),
         })
     });

@@ -416,7 +416,7 @@ fn check_speech(r: &mut Report, config: &Config) {
         }
         Err(e) => {
             let fallback = match b {
-                SpeechBackend::SpeechDispatcher => {
+                SpeechBackend::SpeechDispatcher | SpeechBackend::Tts => {
                     match crate::speech::open_backend(SpeechBackend::EspeakNg, &config.speech) {
                         Ok(_) => "scenesay would speak with espeak-ng instead",
                         Err(_) => "scenesay would only print (espeak-ng is missing too)",

@@ -18,6 +18,7 @@ pub mod sentences;
 pub mod service;
 pub mod ssip;
 pub mod stdout;
+pub mod tts_backend;
 
 use crate::config::{SpeechBackend, SpeechConfig};
 use crate::narration::{Kind, Priority};
@@ -110,6 +111,7 @@ pub fn open_backend(
 ) -> Result<Box<dyn SpeechSink>, SpeechError> {
     Ok(match backend {
         SpeechBackend::SpeechDispatcher => Box::new(dispatcher::Dispatcher::open(cfg)?),
+        SpeechBackend::Tts => Box::new(tts_backend::TtsBackend::open(cfg)?),
         SpeechBackend::EspeakNg => Box::new(espeak::EspeakNg::open(cfg, espeak::Output::Audio)?),
         SpeechBackend::Log => Box::new(stdout::Stdout),
     })

@@ -37,6 +37,11 @@ pub fn fallback_order(backend: SpeechBackend) -> Vec<SpeechBackend> {
             SpeechBackend::EspeakNg,
             SpeechBackend::Log,
         ],
+        SpeechBackend::Tts => vec![
+            SpeechBackend::Tts,
+            SpeechBackend::EspeakNg,
+            SpeechBackend::Log,
+        ],
         SpeechBackend::EspeakNg => vec![SpeechBackend::EspeakNg, SpeechBackend::Log],
         SpeechBackend::Log => vec![SpeechBackend::Log],
     }
