@@ -92,7 +92,7 @@ pub struct IdleFigures {
 
 fn status(socket: &Path) -> anyhow::Result<StatusReport> {
     match crate::control::client::request(socket, &Request::Status {}, Duration::from_secs(10))? {
-        Response::Status(s) => Ok(s),
+        Response::Status(s) => Ok(*s),
         other => anyhow::bail!("unexpected status reply {other:?}"),
     }
 }

@@ -116,7 +116,7 @@ pub enum Response {
         latency_ms: Latency,
     },
     /// See [`StatusReport`].
-    Status(StatusReport),
+    Status(Box<StatusReport>),
     /// The speech settings now in use (after `rate`, `volume`, `voice`).
     Speech(crate::speech::Voice),
     Error {

@@ -289,7 +289,7 @@ async fn adjust(h: &Handles, change: VoiceChange) -> Response {
 pub async fn handle(req: Request, h: &Handles) -> Response {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let (trigger, wait, queued) = match req {
-        Request::Status {} => return Response::Status(h.stats.report()),
+        Request::Status {} => return Response::Status(Box::new(h.stats.report())),
         Request::Stop {} => {
             let _ = h.shutdown.try_send(());
             return Response::accepted("stopping");
