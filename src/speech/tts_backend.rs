@@ -209,10 +209,13 @@ mod tests {
 
     #[test]
     fn settings_map_onto_the_backends_range_around_its_normal_value() {
-        assert_eq!(scale(0, -100.0, 0.0, 100.0), 0.0);
-        assert_eq!(scale(100, 0.1, 1.0, 10.0), 10.0);
-        assert_eq!(scale(-100, 0.1, 1.0, 10.0), 0.1);
-        assert!((scale(50, 0.0, 0.5, 1.0) - 0.75).abs() < 1e-6);
-        assert_eq!(scale(500, 0.0, 0.5, 1.0), 1.0);
+        let near = |a: f32, b: f32| (a - b).abs() < 1e-5;
+        assert!(near(scale(0, -100.0, 0.0, 100.0), 0.0));
+        assert!(near(scale(40, -100.0, 0.0, 100.0), 40.0));
+        assert!(near(scale(100, 0.1, 1.0, 10.0), 10.0));
+        assert!(near(scale(-100, 0.1, 1.0, 10.0), 0.1));
+        assert!(near(scale(50, 0.0, 0.5, 1.0), 0.75));
+        assert!(near(scale(-50, 0.0, 0.5, 1.0), 0.25));
+        assert!(near(scale(500, 0.0, 0.5, 1.0), 1.0));
     }
 }
