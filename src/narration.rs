@@ -233,6 +233,14 @@ fn line_time(line: &str) -> Option<SystemTime> {
 /// returns whether it changed, and removes it when nothing is left.
 fn prune_file(p: &Path, cutoff: SystemTime) -> std::io::Result<bool> {
     use std::os::unix::fs::OpenOptionsExt;
+    // Only a regular file holds old lines: a device (`/dev/full`, `/dev/stdout`), a pipe or a
+    // link is never read (a device may never end) nor replaced.
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    }
     let text = match std::fs::read_to_string(p) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),

