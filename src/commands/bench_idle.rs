@@ -243,21 +243,13 @@ fn run_once(
     daemon
 }
 
-/// The instruction sets that matter for the figures.
+/// The instruction set the model's kernels use (`SCENESAY_ISA` can lower it).
 pub fn instruction_set() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            return "AVX-512";
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            return "AVX2";
-        }
-        "SSE2"
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        std::env::consts::ARCH
+    use crate::model::kernels::simd::Isa;
+    match Isa::detect() {
+        Isa::Avx512 => "AVX-512",
+        Isa::Avx2 => "AVX2",
+        Isa::Scalar => "scalar",
     }
 }
 
