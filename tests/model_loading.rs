@@ -4,6 +4,7 @@
 //! full-size random weights of the real FastVLM-0.5B shapes in both layouts.
 
 mod common;
+mod full_size;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -297,64 +298,6 @@ fn heavy() -> bool {
     std::env::var("SCENESAY_HEAVY_TESTS").is_ok_and(|v| v == "1")
 }
 
-/// Writes random weights for every tensor the reference's full-size FastVLM-0.5B checkpoint holds
-/// (names, shapes and dtypes recorded from a file the reference implementation wrote).
-fn write_full_size(manifest: &Path, dir: &Path) {
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(manifest).unwrap()).unwrap();
-    std::fs::write(dir.join("config.json"), m["config"].to_string()).unwrap();
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-    };
-    let mut t = HashMap::new();
-    for (name, spec) in m["tensors"].as_object().unwrap() {
-        let shape: Vec<usize> = spec["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as usize)
-            .collect();
-        let n: usize = shape.iter().product();
-        let ones = name.ends_with("running_var")
-            || (name.ends_with("norm.weight") || name.ends_with("layernorm.weight"));
-        let data: Vec<f32> = if ones {
-            vec![1.0; n]
-        } else {
-            (0..n).map(|_| next() * 0.05).collect()
-        };
-        let dtype = match spec["dtype"].as_str().unwrap() {
-            "BF16" => DType::BF16,
-            "F16" => DType::F16,
-            "F32" => DType::F32,
-            "I64" => DType::I64,
-            d => panic!("dtype {d}"),
-        };
-        let tensor = if dtype == DType::I64 {
-            Tensor::zeros(shape, DType::I64, &Device::Cpu).unwrap()
-        } else {
-            Tensor::from_vec(data, shape, &Device::Cpu)
-                .unwrap()
-                .to_dtype(dtype)
-                .unwrap()
-        };
-        t.insert(name.clone(), tensor);
-    }
-    candle_core::safetensors::save(&t, dir.join("model.safetensors")).unwrap();
-    // any Qwen2-style byte-level tokenizer works for a smoke run: borrow the fixture's
-    for f in [
-        "vocab.json",
-        "merges.txt",
-        "added_tokens.json",
-        "tokenizer_config.json",
-    ] {
-        std::fs::copy(model_dir("apple").join(f), dir.join(f)).unwrap();
-    }
-}
-
 #[test]
 fn full_size_random_checkpoints_of_the_real_shapes_load_and_run() {
     if !heavy() {
@@ -364,10 +307,12 @@ fn full_size_random_checkpoints_of_the_real_shapes_load_and_run() {
     let img = load_image("../images/landscape_640x480.png");
     for layout in ["apple", "hf"] {
         let dir = tempfile::tempdir().unwrap();
-        write_full_size(
+        full_size::write_full_size(
             &fixtures().join(format!("full-size/fastvlm-0.5b-{layout}.json")),
+            &model_dir("apple"),
             dir.path(),
-        );
+        )
+        .unwrap();
         let mut m =
             FastVlm::load(dir.path(), Precision::Bf16).unwrap_or_else(|e| panic!("{layout}: {e}"));
         assert_eq!(m.config.vision.embed_dims, vec![96, 192, 384, 768, 1536]);
