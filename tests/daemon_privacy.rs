@@ -29,6 +29,10 @@ fn the_log_rotates_at_its_cap_mid_run_between_lines() {
     // 0.002 MB = 2097 bytes: about six lines per file
     .replace("[log]\n", "[log]\nmax_mb = 0.002\nkeep = 2\n");
     let mut d = Daemon::start(dir, &cfg);
+    // a describe before the first frame is refused ("no frame has been captured yet")
+    wait_for(Duration::from_secs(60), "the first frame", || {
+        d.status()["frames"]["watched"].as_u64().unwrap() > 0
+    });
     let cap = (0.002f64 * 1024.0 * 1024.0) as u64;
     let log = d.log.clone();
     let rotated = |n: u32| PathBuf::from(format!("{}.{n}", log.display()));

@@ -297,7 +297,11 @@ fn speech_takes_turns_with_the_screen_reader_on_a_real_speech_dispatcher() {
     assert_eq!(lines[2]["status"], "spoken", "{}", lines[2]);
 
     // hush: what is being said stops now, what waits is dropped, narration goes on
-    let text = "Hush me: this sentence would take three seconds or more to say to the end.";
+    // (long, so that a slow, loaded machine still shows the difference between cut and finished)
+    let text =
+        "Hush me: this sentence would take eight seconds or more to say to the end, because it \
+                goes on and on about nothing at all, a chair, a table, a window, a door, a lamp, \
+                a shelf of books, a rug on the floor and a plant by the wall.";
     let id = narrate(
         &speaker,
         Kind::Detail,
