@@ -205,10 +205,11 @@ fn a_stream_that_dies_and_comes_back_is_announced_once_and_resumes() {
     let c = cfg.clone();
     let h = std::thread::spawn(move || {
         let pace = st.pace.clone();
+        let rates = Rates::from_config(&c);
         run_capture_paced(
             move || open_source_paced(&c, pace.clone()),
             SourceKind::Stream,
-            Rates::from_config(&c),
+            rates,
             slot,
             Speaker::new(tx),
             st,
@@ -255,6 +256,7 @@ fn a_stream_that_dies_and_comes_back_is_announced_once_and_resumes() {
         "noticed after {:?}",
         died.elapsed()
     );
+    eprintln!("outage said {:?} after the server died", died.elapsed());
     assert!(
         stats.source_state().starts_with("retrying: "),
         "{}",
@@ -266,7 +268,12 @@ fn a_stream_that_dies_and_comes_back_is_announced_once_and_resumes() {
 
     // it comes back: frames flow again and that is said once
     let _server = MjpegServer::start(port);
+    let restarted = Instant::now();
     let back = next(40).expect("frames again after the server came back");
+    eprintln!(
+        "frames again {:?} after the server came back",
+        restarted.elapsed()
+    );
     assert!(back.number > last);
     for _ in 0..3 {
         next(5).expect("frames keep coming again");
@@ -623,6 +630,7 @@ fn h264_over_rtsp_is_read_and_a_camera_that_hangs_is_noticed() {
     };
     let took = t.elapsed();
     assert!(took < Duration::from_secs(12), "noticed after {took:?}");
+    eprintln!("the hung camera was noticed after {took:?}: {e}");
     let msg = e.to_string();
     assert!(!msg.contains("secret"), "{msg}");
     assert!(
