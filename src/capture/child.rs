@@ -227,7 +227,7 @@ pub enum LiveEnd {
     Stalled(Duration),
 }
 
-/// A live child read continuously on a thread; [`LiveFrames::next`] hands on the newest frame at
+/// A live child read continuously on a thread; [`LiveFrames::next_due`] hands on the newest frame at
 /// the pace of the moment.
 pub struct LiveFrames {
     child: FrameChild,
@@ -290,7 +290,7 @@ impl LiveFrames {
     }
 
     /// The next frame that is due at the pace of the moment (frames in between are dropped).
-    pub fn next(&mut self) -> Result<RgbImage, LiveEnd> {
+    pub fn next_due(&mut self) -> Result<RgbImage, LiveEnd> {
         loop {
             let img = self.wait(self.stall)?;
             let interval = self.rates.interval(self.pace.get(), true);
@@ -366,7 +366,7 @@ mod tests {
 
     #[test]
     fn a_frame_cut_short_is_the_end() {
-        let data = vec![7u8; 2 * 2 * 3 + 5];
+        let data = [7u8; 2 * 2 * 3 + 5];
         let mut r = &data[..];
         let f = read_frame(&mut r, (2, 2)).unwrap().unwrap();
         assert_eq!(f.get_pixel(1, 1).0, [7, 7, 7]);
@@ -409,7 +409,7 @@ mod tests {
         assert!(live.first(Duration::from_secs(5)).is_ok());
         let t = Instant::now();
         assert_eq!(
-            live.next().unwrap_err(),
+            live.next_due().unwrap_err(),
             LiveEnd::Stalled(Duration::from_millis(300))
         );
         assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
@@ -428,7 +428,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(150));
         let f = live.first(S * 5).unwrap();
         assert_eq!(f.get_pixel(0, 0).0, [b'c'; 3]);
-        match live.next() {
+        match live.next_due() {
             Err(LiveEnd::Exited(e)) => assert!(e.contains("exit status: 1"), "{e}"),
             other => panic!("{other:?}"),
         }

@@ -253,7 +253,7 @@ impl FrameSource for Pipeline {
             return Ok(Some(f));
         }
         self.live
-            .next()
+            .next_due()
             .map(Some)
             .map_err(|e| CaptureError::Pipeline {
                 kind: what(self.kind),

@@ -224,7 +224,7 @@ impl FrameSource for Stream {
             return Ok(Some(f));
         }
         self.live
-            .next()
+            .next_due()
             .map(Some)
             .map_err(|e| CaptureError::Stream {
                 url: self.shown.clone(),
