@@ -638,3 +638,47 @@ fn h264_over_rtsp_is_read_and_a_camera_that_hangs_is_noticed() {
         "{msg}"
     );
 }
+
+mod support;
+
+#[test]
+fn the_daemon_narrates_a_phone_stream_and_a_gstreamer_camera() {
+    use support::{config_text, of_kind, Daemon};
+    let port = free_port();
+    let _server = MjpegServer::start(port);
+    for (capture, source) in [
+        (
+            format!("source = \"stream\"\nurl = \"http://127.0.0.1:{port}/video\"\nfps = 4"),
+            format!("stream http://127.0.0.1:{port}/video"),
+        ),
+        (
+            "source = \"gstreamer\"\npipeline = \"videotestsrc is-live=true horizontal-speed=4\"\nfps = 4"
+                .to_string(),
+            "gstreamer videotestsrc is-live=true horizontal-speed=4".to_string(),
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config_text(
+            dir.path(),
+            &capture,
+            "[scene]\nstable_frames = 1\n\n[describe]\nscene_max_tokens = 4",
+        );
+        let mut d = Daemon::start(dir, &cfg);
+        // the HTTP server may still be starting: the source retries until it answers
+        let t = Instant::now();
+        while of_kind(&d.records(), "scene").is_empty() {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "no scene narrated: {}\n{}",
+                d.status(),
+                d.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let s = d.status();
+        assert_eq!(s["source"], source.as_str(), "{s}");
+        assert_eq!(s["source_state"], "running", "{s}");
+        assert!(s["frames"]["captured"].as_u64().unwrap() >= 1, "{s}");
+        d.stop();
+    }
+}
