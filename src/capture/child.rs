@@ -66,8 +66,14 @@ impl StderrTail {
 
     /// The kept lines, joined with " / ".
     pub fn text(&self) -> String {
+        self.last(TAIL_LINES)
+    }
+
+    /// The last `n` kept lines, joined with " / ".
+    pub fn last(&self, n: usize) -> String {
         let q = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        q.iter().cloned().collect::<Vec<_>>().join(" / ")
+        let skip = q.len().saturating_sub(n);
+        q.iter().skip(skip).cloned().collect::<Vec<_>>().join(" / ")
     }
 }
 
@@ -327,6 +333,22 @@ impl LiveFrames {
     /// The child's last error lines.
     pub fn stderr_tail(&self) -> String {
         self.child.stderr_tail()
+    }
+
+    /// `e` in words: "`program` stopped (exit status: 1: its last error lines)" with `hint`'s
+    /// advice for those lines, or "no picture for N s" with the child's last two error lines.
+    pub fn explain(&self, e: &LiveEnd, program: &str, hint: impl Fn(&str) -> String) -> String {
+        match e {
+            LiveEnd::Exited(msg) => format!("{program} stopped ({msg}){}", hint(msg)),
+            LiveEnd::Stalled(d) => {
+                let tail = self.child.stderr.last(2);
+                format!(
+                    "no picture for {} s{}{tail}",
+                    d.as_secs(),
+                    if tail.is_empty() { "" } else { ": " },
+                )
+            }
+        }
     }
 
     fn stop(&mut self) {

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use image::RgbImage;
 
-use super::child::{FrameChild, LiveEnd, LiveFrames};
+use super::child::{FrameChild, LiveFrames};
 use super::{CaptureError, FrameSource, Pace, Rates};
 use crate::config::{CaptureConfig, SourceKind};
 
@@ -210,7 +210,7 @@ impl Pipeline {
         let mut live = LiveFrames::start(child, Rates::from_config(cfg), pace, stall);
         let first = live
             .first(FIRST_FRAME_LIMIT)
-            .map_err(|e| err(describe_end(&e, &live)))?;
+            .map_err(|e| err(live.explain(&e, "the pipeline", hint)))?;
         tracing::info!("{}: {head}", what(kind));
         Ok(Self {
             kind,
@@ -218,21 +218,6 @@ impl Pipeline {
             live,
             first: Some(first),
         })
-    }
-}
-
-fn describe_end(e: &LiveEnd, live: &LiveFrames) -> String {
-    match e {
-        LiveEnd::Exited(msg) => format!("the pipeline stopped ({msg}){}", hint(msg)),
-        LiveEnd::Stalled(d) => {
-            let tail = live.stderr_tail();
-            format!(
-                "no picture for {} s{}{}",
-                d.as_secs(),
-                if tail.is_empty() { "" } else { ": " },
-                tail
-            )
-        }
     }
 }
 
@@ -257,7 +242,7 @@ impl FrameSource for Pipeline {
             .map(Some)
             .map_err(|e| CaptureError::Pipeline {
                 kind: what(self.kind),
-                message: describe_end(&e, &self.live),
+                message: self.live.explain(&e, "the pipeline", hint),
             })
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use image::RgbImage;
 
-use super::child::{FrameChild, LiveEnd, LiveFrames};
+use super::child::{FrameChild, LiveFrames};
 use super::{CaptureError, FrameSource, Pace, Rates};
 use crate::config::CaptureConfig;
 
@@ -185,28 +185,12 @@ impl Stream {
         let mut live = LiveFrames::start(child, Rates::from_config(cfg), pace, stall);
         let first = live
             .first(FIRST_FRAME_LIMIT)
-            .map_err(|e| err(describe_end(&e, &live)))?;
+            .map_err(|e| err(live.explain(&e, "ffmpeg", |m| hint(m).to_string())))?;
         Ok(Self {
             shown,
             live,
             first: Some(first),
         })
-    }
-}
-
-/// A failure in words (the child's error lines come with the password already taken out).
-fn describe_end(e: &LiveEnd, live: &LiveFrames) -> String {
-    match e {
-        LiveEnd::Exited(msg) => format!("ffmpeg stopped ({msg}){}", hint(msg)),
-        LiveEnd::Stalled(d) => {
-            let tail = live.stderr_tail();
-            format!(
-                "no picture for {} s{}{}",
-                d.as_secs(),
-                if tail.is_empty() { "" } else { ": " },
-                tail
-            )
-        }
     }
 }
 
@@ -228,7 +212,7 @@ impl FrameSource for Stream {
             .map(Some)
             .map_err(|e| CaptureError::Stream {
                 url: self.shown.clone(),
-                message: describe_end(&e, &self.live),
+                message: self.live.explain(&e, "ffmpeg", |m| hint(m).to_string()),
             })
     }
 }
