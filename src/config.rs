@@ -60,6 +60,12 @@ pub enum SourceKind {
     Images,
     Video,
     TestPattern,
+    /// A network camera: `url` (RTSP, MJPEG over HTTP …) through ffmpeg.
+    Stream,
+    /// A camera through PipeWire (`pipewire_target`), via GStreamer's pipewiresrc.
+    Pipewire,
+    /// Any GStreamer pipeline that produces video (`pipeline`).
+    Gstreamer,
 }
 
 impl SourceKind {
@@ -69,6 +75,9 @@ impl SourceKind {
             SourceKind::Images => "images",
             SourceKind::Video => "video",
             SourceKind::TestPattern => "test-pattern",
+            SourceKind::Stream => "stream",
+            SourceKind::Pipewire => "pipewire",
+            SourceKind::Gstreamer => "gstreamer",
         }
     }
 }
@@ -154,6 +163,13 @@ pub struct CaptureConfig {
     /// Random sensor-like noise added to every frame, up to ± this many levels (0–64; 0 = none):
     /// for trying the scene watch on pictures or the test pattern as a real camera would see them.
     pub noise: u8,
+    /// `stream`: the network camera's URL (rtsp://…, http://…/video).
+    pub url: String,
+    /// `gstreamer`: the part of a GStreamer pipeline that produces video (scenesay appends the
+    /// conversion to RGB frames).
+    pub pipeline: String,
+    /// `pipewire`: the camera's PipeWire node (name or serial); empty = the default camera.
+    pub pipewire_target: String,
 }
 
 impl Default for CaptureConfig {
@@ -170,6 +186,9 @@ impl Default for CaptureConfig {
             idle_fps: 1.0,
             idle_after_s: 3.0,
             noise: 0,
+            url: String::new(),
+            pipeline: String::new(),
+            pipewire_target: String::new(),
         }
     }
 }
@@ -680,6 +699,29 @@ impl Config {
                         "a video file"
                     }
                 ),
+            ));
+        }
+        if cap.source == SourceKind::Stream && crate::capture::stream::scheme(&cap.url).is_none() {
+            out.push(invalid(
+                if cap.url.trim().is_empty() {
+                    "capture.source"
+                } else {
+                    "capture.url"
+                },
+                if cap.url.trim().is_empty() {
+                    "source = \"stream\" needs `url` in [capture]: e.g. \"rtsp://192.168.1.20:554/stream1\" (an IP camera) or \"http://192.168.1.5:8080/video\" (a phone's IP-camera app)".to_string()
+                } else {
+                    format!(
+                        "{:?} is not a stream URL: it must start with rtsp://, rtsps://, http://, https://, rtmp://, udp://, tcp:// or srt:// (a video file is source = \"video\")",
+                        crate::capture::stream::redact(cap.url.trim())
+                    )
+                },
+            ));
+        }
+        if cap.source == SourceKind::Gstreamer && cap.pipeline.trim().is_empty() {
+            out.push(invalid(
+                "capture.source",
+                "source = \"gstreamer\" needs `pipeline` in [capture]: the part that produces video, e.g. \"libcamerasrc\" (scenesay adds the conversion)",
             ));
         }
         let sc = &self.scene;
@@ -1204,6 +1246,25 @@ mod tests {
         let p = only_problem("[capture]\nsource = \"images\"\n");
         assert_eq!((p.line, p.column), (2, 10));
         assert!(p.message.contains("needs `path`"), "{}", p.message);
+    }
+
+    #[test]
+    fn network_and_pipeline_cameras_need_their_keys() {
+        let p = only_problem("[capture]\nsource = \"stream\"\n");
+        assert_eq!((p.line, p.column), (2, 10));
+        assert!(p.message.contains("needs `url`"), "{}", p.message);
+        let p = only_problem("[capture]\nsource = \"stream\"\nurl = \"ftp://me:pw@cam/x\"\n");
+        assert_eq!(p.line, 3);
+        assert!(p.message.contains("not a stream URL"), "{}", p.message);
+        assert!(!p.message.contains("pw@"), "{}", p.message);
+        let p = only_problem("[capture]\nsource = \"gstreamer\"\n");
+        assert!(p.message.contains("needs `pipeline`"), "{}", p.message);
+        let c = parse("[capture]\nsource = \"stream\"\nurl = \"rtsp://192.168.1.20/stream1\"\n")
+            .unwrap();
+        assert_eq!(c.capture.source, SourceKind::Stream);
+        // the default PipeWire camera needs nothing more
+        let c = parse("[capture]\nsource = \"pipewire\"\n").unwrap();
+        assert_eq!(c.capture.source.name(), "pipewire");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Frame capture. A [`FrameSource`] yields RGB frames: a camera (nokhwa over V4L2), a folder or
-//! glob of pictures, a video file (decoded by an ffmpeg child process), or a generated test
-//! pattern. The capture thread ([`run_capture`]) paces file sources at `fps`, hands frames over
+//! glob of pictures, a video file (decoded by an ffmpeg child process), a generated test
+//! pattern, a network camera (`stream`: RTSP or MJPEG over HTTP through ffmpeg), or a PipeWire
+//! camera or any GStreamer pipeline (`pipewire`, `gstreamer`: a gst-launch-1.0 child); the child
+//! processes share [`child`]. The capture thread ([`run_capture`]) paces file sources at `fps`, hands frames over
 //! through a one-frame slot where the freshest frame replaces a stale one ([`FrameSlot`]: memory
 //! never grows and the model always sees the present), and survives source failures: a missing or
 //! unplugged camera is reported once (spoken and logged) and retried with backoff until it works.
@@ -13,9 +15,12 @@
 //! read at all, and the camera is released (its light goes off) until narration resumes.
 
 pub mod camera;
+pub mod child;
+pub mod gstreamer;
 pub mod images;
 pub mod noise;
 pub mod pattern;
+pub mod stream;
 pub mod video;
 
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -47,6 +52,12 @@ pub enum CaptureError {
     Images(String),
     #[error("{0}")]
     Video(String),
+    /// A network camera (`url` without its password).
+    #[error("stream {url}: {message}")]
+    Stream { url: String, message: String },
+    /// A `pipewire` or `gstreamer` pipeline (`kind` is which).
+    #[error("{kind}: {message}")]
+    Pipeline { kind: &'static str, message: String },
 }
 
 impl CaptureError {
@@ -56,6 +67,8 @@ impl CaptureError {
             CaptureError::Camera { .. } => "Camera not available. I will keep trying.",
             CaptureError::Images(_) => "Cannot read the pictures. I will keep trying.",
             CaptureError::Video(_) => "Cannot play the video. I will keep trying.",
+            CaptureError::Stream { .. } => "Camera stream not available. I will keep trying.",
+            CaptureError::Pipeline { .. } => "Camera not available. I will keep trying.",
         }
     }
 }
@@ -174,6 +187,10 @@ pub fn open_source_paced(
         )?),
         SourceKind::Video => Box::new(video::Video::open(&cfg.path, cfg.fps, cfg.looping)?),
         SourceKind::TestPattern => Box::new(pattern::TestPattern::new(cfg.width, cfg.height)),
+        SourceKind::Stream => Box::new(stream::Stream::open(cfg, pace)?),
+        SourceKind::Pipewire | SourceKind::Gstreamer => {
+            Box::new(gstreamer::Pipeline::open(cfg, pace)?)
+        }
     };
     Ok(if cfg.noise > 0 {
         Box::new(noise::Noisy::new(source, cfg.noise))
@@ -434,6 +451,14 @@ fn words(kind: SourceKind) -> Words {
             back: "Test pattern is running again.",
             ended: "End of the test pattern.",
         },
+        SourceKind::Stream => Words {
+            back: "Camera stream is working again.",
+            ended: "The camera stream stopped.",
+        },
+        SourceKind::Pipewire | SourceKind::Gstreamer => Words {
+            back: "Camera is working again.",
+            ended: "The camera stopped.",
+        },
     }
 }
 
@@ -468,6 +493,8 @@ fn source_label(e: &CaptureError) -> String {
         CaptureError::Camera { device, .. } => format!("camera {device}"),
         CaptureError::Images(_) => "images".into(),
         CaptureError::Video(_) => "video".into(),
+        CaptureError::Stream { url, .. } => format!("stream {url}"),
+        CaptureError::Pipeline { kind, .. } => (*kind).to_string(),
     }
 }
 

@@ -9,12 +9,12 @@
 //! package provides both programs. The pipe also paces the decoder: ffmpeg blocks when we do not
 //! read, so it uses no CPU between frames.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use image::RgbImage;
 
+use super::child::FrameChild;
 use super::{CaptureError, FrameSource};
 
 /// Longest side of the decoded frames (larger videos are scaled down; the model looks at 1024 px at
@@ -116,8 +116,7 @@ pub struct Video {
     looping: bool,
     pub info: VideoInfo,
     size: (u32, u32),
-    child: Option<Child>,
-    stdout: Option<ChildStdout>,
+    child: Option<FrameChild>,
     frames_this_pass: u64,
 }
 
@@ -133,7 +132,6 @@ impl Video {
             info,
             size,
             child: None,
-            stdout: None,
             frames_this_pass: 0,
         };
         v.spawn()?;
@@ -142,8 +140,8 @@ impl Video {
 
     fn spawn(&mut self) -> Result<(), CaptureError> {
         let (w, h) = self.size;
-        let mut child = Command::new("ffmpeg")
-            .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-i"])
+        let mut cmd = Command::new("ffmpeg");
+        cmd.args(["-nostdin", "-hide_banner", "-loglevel", "error", "-i"])
             .arg(&self.path)
             .args([
                 "-map",
@@ -155,24 +153,12 @@ impl Video {
                 "-f",
                 "rawvideo",
                 "pipe:1",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
+            ]);
+        let child = FrameChild::spawn(&mut cmd, self.size, "ffmpeg")
             .map_err(|e| not_installed("ffmpeg", &e))?;
-        self.stdout = child.stdout.take();
         self.child = Some(child);
         self.frames_this_pass = 0;
         Ok(())
-    }
-
-    fn kill(&mut self) {
-        self.stdout = None;
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 
     /// The media time of the frame [`FrameSource::next_frame`] returned last (in the current
@@ -187,25 +173,12 @@ impl Video {
 
     /// Waits for the decoder after the end of its output; an error if it failed.
     fn reap(&mut self) -> Result<(), CaptureError> {
-        self.stdout = None;
         let Some(mut c) = self.child.take() else {
             return Ok(());
         };
-        let status = c
-            .wait()
-            .map_err(|e| CaptureError::Video(format!("ffmpeg: {e}")))?;
-        if status.success() {
-            return Ok(());
-        }
-        let mut err = String::new();
-        if let Some(mut e) = c.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
-        Err(CaptureError::Video(format!(
-            "{}: ffmpeg failed ({status}): {}",
-            self.path.display(),
-            err.trim()
-        )))
+        c.finish().map_err(|e| {
+            CaptureError::Video(format!("{}: ffmpeg failed ({e})", self.path.display()))
+        })
     }
 }
 
@@ -219,22 +192,20 @@ impl FrameSource for Video {
     }
 
     fn next_frame(&mut self) -> Result<Option<RgbImage>, CaptureError> {
-        let (w, h) = self.size;
-        let mut buf = vec![0u8; (w * h * 3) as usize];
         for _attempt in 0..2 {
-            if self.stdout.is_none() {
+            if self.child.as_ref().is_none_or(|c| !c.running()) {
                 if !self.looping {
                     return Ok(None);
                 }
                 self.spawn()?;
             }
-            let out = self.stdout.as_mut().expect("spawned");
-            match out.read_exact(&mut buf) {
-                Ok(()) => {
+            let child = self.child.as_mut().expect("spawned");
+            match child.read() {
+                Ok(Some(img)) => {
                     self.frames_this_pass += 1;
-                    return Ok(RgbImage::from_raw(w, h, buf));
+                    return Ok(Some(img));
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Ok(None) => {
                     let frames = self.frames_this_pass;
                     self.reap()?;
                     if frames == 0 {
@@ -248,7 +219,7 @@ impl FrameSource for Video {
                     }
                 }
                 Err(e) => {
-                    self.kill();
+                    self.child = None;
                     return Err(CaptureError::Video(format!(
                         "{}: reading decoded frames: {e}",
                         self.path.display()
@@ -257,12 +228,6 @@ impl FrameSource for Video {
             }
         }
         Ok(None)
-    }
-}
-
-impl Drop for Video {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

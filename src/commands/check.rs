@@ -337,6 +337,8 @@ fn check_source(r: &mut Report, config: &Config) {
                 let todo = match c.source {
                     SourceKind::Camera => "plug in a camera and check `ls /dev/video*` (you need to be in the `video` group), set `[capture] device`, or use `source = \"images\"` / `\"test-pattern\"`",
                     SourceKind::Images => "set `[capture] path` to a folder of pictures, a glob or one picture",
+                    SourceKind::Stream => "check `[capture] url` (open it in a browser or `ffplay URL`); the phone or camera must be on the same network; the stream source needs ffmpeg (`sudo apt install ffmpeg`)",
+                    SourceKind::Pipewire | SourceKind::Gstreamer => "check the camera with `gst-launch-1.0 pipewiresrc ! videoconvert ! autovideosink` (or your `[capture] pipeline`); `sudo apt install gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-pipewire` (gstreamer1.0-libcamera for libcamerasrc)",
                     _ => "set `[capture] path` to a video file; the video source needs ffmpeg (`sudo apt install ffmpeg`)",
                 };
                 r.line(Level::Fail, "source", &e.to_string(), Some(todo))
