@@ -154,6 +154,12 @@ pub struct CaptureConfig {
     /// Random sensor-like noise added to every frame, up to ± this many levels (0–64; 0 = none):
     /// for trying the scene watch on pictures or the test pattern as a real camera would see them.
     pub noise: u8,
+    /// camera: a detail, read or ask request takes one frame at the camera's highest resolution
+    /// (the camera switches to it and back) instead of the watch's frame.
+    pub still: bool,
+    /// camera: undecodable frames in a row that count as a camera failure (1–1000); fewer are
+    /// skipped and counted (`scenesay ctl status`).
+    pub bad_frames: u32,
 }
 
 impl Default for CaptureConfig {
@@ -170,6 +176,8 @@ impl Default for CaptureConfig {
             idle_fps: 1.0,
             idle_after_s: 3.0,
             noise: 0,
+            still: true,
+            bad_frames: 15,
         }
     }
 }
@@ -657,6 +665,15 @@ impl Config {
                 format!(
                     "{} is not allowed: seconds from 0 to 86400",
                     cap.idle_after_s
+                ),
+            ));
+        }
+        if !(1..=1000).contains(&cap.bad_frames) {
+            out.push(invalid(
+                "capture.bad_frames",
+                format!(
+                    "{} is not allowed: undecodable frames in a row, 1 to 1000",
+                    cap.bad_frames
                 ),
             ));
         }
