@@ -826,3 +826,26 @@ fn the_camera_keys_are_checked() {
     let e = Config::from_toml("[capture]\nbad_frames = 0\n", p).unwrap_err();
     assert!(e.to_string().contains("capture.bad_frames"), "{e}");
 }
+
+/// The README's example of `scenesay check` is what the check prints for that camera.
+#[test]
+fn the_readme_shows_what_the_check_prints() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = readme
+        .find("OK    cameras   ")
+        .expect("the example in the README");
+    let block = &readme[start..];
+    let block = &block[..block.find("\n```").unwrap()];
+    let info = camera::CameraInfo {
+        path: PathBuf::from("/dev/video0"),
+        card: "HD Pro Webcam C920".into(),
+        driver: "uvcvideo".into(),
+        bus: "usb-0000:00:14.0-1".into(),
+        caps: data("c920.txt"),
+    };
+    let mut lines = camera::report_lines(&info, &CaptureConfig::default());
+    lines[0].push_str(" ← [capture] device");
+    let printed = format!("OK    cameras   {}", lines.join("\n                "));
+    assert_eq!(block, printed);
+}

@@ -301,9 +301,9 @@ fn pick_interval(list: &[Intervals], fps: f64) -> Option<Interval> {
 /// The fastest rate of `list` (None when nothing is listed).
 fn fastest(list: &[Intervals]) -> Option<Interval> {
     list.iter()
-        .filter_map(|i| match *i {
-            Intervals::Discrete(i) => Some(i),
-            Intervals::Stepwise { min, .. } => Some(min),
+        .map(|i| match *i {
+            Intervals::Discrete(i) => i,
+            Intervals::Stepwise { min, .. } => min,
         })
         .filter(|i| i.fps() > 0.0)
         .max_by(|a, b| a.fps().total_cmp(&b.fps()))
@@ -479,7 +479,7 @@ pub fn offers(caps: &[FormatCaps], mode: &Mode) -> bool {
                     step_height,
                 } => {
                     let on = |v: u32, min: u32, max: u32, step: u32| {
-                        v >= min && v <= max && (v - min) % step.max(1) == 0
+                        v >= min && v <= max && (v - min).is_multiple_of(step.max(1))
                     };
                     on(mode.width, min_width, max_width, step_width)
                         && on(mode.height, min_height, max_height, step_height)
@@ -589,7 +589,7 @@ pub fn parse_v4l2_ctl(text: &str) -> Result<Vec<FormatCaps>, String> {
             let Some(q2) = rest.find('\'') else {
                 return Err(bad("no closing quote"));
             };
-            let code = rest[..q2].as_bytes();
+            let code = &rest.as_bytes()[..q2];
             if code.is_empty() || code.len() > 4 {
                 return Err(bad("a pixel format has four characters"));
             }
