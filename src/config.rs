@@ -170,6 +170,12 @@ pub struct CaptureConfig {
     pub pipeline: String,
     /// `pipewire`: the camera's PipeWire node (name or serial); empty = the default camera.
     pub pipewire_target: String,
+    /// camera: a detail, read or ask request takes one frame at the camera's highest resolution
+    /// (the camera switches to it and back) instead of the watch's frame.
+    pub still: bool,
+    /// camera: undecodable frames in a row that count as a camera failure (1–1000); fewer are
+    /// skipped and counted (`scenesay ctl status`).
+    pub bad_frames: u32,
 }
 
 impl Default for CaptureConfig {
@@ -189,6 +195,8 @@ impl Default for CaptureConfig {
             url: String::new(),
             pipeline: String::new(),
             pipewire_target: String::new(),
+            still: true,
+            bad_frames: 15,
         }
     }
 }
@@ -676,6 +684,15 @@ impl Config {
                 format!(
                     "{} is not allowed: seconds from 0 to 86400",
                     cap.idle_after_s
+                ),
+            ));
+        }
+        if !(1..=1000).contains(&cap.bad_frames) {
+            out.push(invalid(
+                "capture.bad_frames",
+                format!(
+                    "{} is not allowed: undecodable frames in a row, 1 to 1000",
+                    cap.bad_frames
                 ),
             ));
         }

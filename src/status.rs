@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::capture::Pace;
+use crate::capture::{Pace, Stills};
 use crate::control::protocol::{CpuShare, FrameCounts, LastNarration, RecentLatency, StatusReport};
 
 /// Time since the daemon started: the clock of every policy decision.
@@ -89,6 +89,10 @@ pub struct Stats {
     pub paused: AtomicBool,
     /// How fast the capture takes frames (the worker sets it).
     pub pace: Arc<Pace>,
+    /// Camera buffers skipped because they could not be decoded.
+    pub bad_frames: AtomicU64,
+    /// Still-frame requests from the worker to the capture thread.
+    pub stills: Stills,
     /// (daemon clock, processor time) every few seconds over the last minute.
     cpu: Mutex<VecDeque<(Duration, Duration)>>,
     cpu_sampled_ms: AtomicU64,
@@ -112,6 +116,8 @@ impl Stats {
             gated: AtomicU64::new(0),
             paused: AtomicBool::new(false),
             pace: Arc::default(),
+            bad_frames: AtomicU64::new(0),
+            stills: Stills::default(),
             cpu: Mutex::new(VecDeque::from([(clock.now(), process_cpu_time())])),
             cpu_sampled_ms: AtomicU64::new(0),
             heartbeat_ms: AtomicU64::new(0),
@@ -242,6 +248,7 @@ impl Stats {
                 dropped: self.dropped.load(Ordering::Relaxed),
                 encoded: self.encoded.load(Ordering::Relaxed),
                 gated: self.gated.load(Ordering::Relaxed),
+                bad: self.bad_frames.load(Ordering::Relaxed),
             },
             pace: self.pace.get().name().to_string(),
             cpu: self.cpu_share(),

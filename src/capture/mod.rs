@@ -16,8 +16,11 @@
 
 pub mod camera;
 pub mod child;
+pub mod decode;
 pub mod gstreamer;
+pub mod health;
 pub mod images;
+pub mod negotiate;
 pub mod noise;
 pub mod pattern;
 pub mod stream;
@@ -90,6 +93,85 @@ pub trait FrameSource {
     /// Whether it holds a device to let go of while narration is paused (a camera).
     fn release_when_paused(&self) -> bool {
         self.live()
+    }
+    /// Whether it has a still mode with more pixels than its frames (a camera whose highest
+    /// resolution is above the watch's): see [`FrameSource::still_frame`].
+    fn has_still(&self) -> bool {
+        false
+    }
+    /// One frame at the source's highest resolution, for a detail or read request (a camera
+    /// switches to its still mode for it and back); `Ok(None)`: no still mode.
+    fn still_frame(&mut self) -> Result<Option<RgbImage>, CaptureError> {
+        Ok(None)
+    }
+    /// Buffers skipped since the last call because they could not be decoded.
+    fn take_bad_frames(&mut self) -> u64 {
+        0
+    }
+}
+
+/// Requests for one still frame, from the worker (a detail, read or ask request) to the capture
+/// thread, which owns the camera. The capture thread answers between two frames; while the source
+/// has no still mode, is paused or failing, requests are not made or are answered with nothing,
+/// and the worker uses the watch's frame.
+#[derive(Debug)]
+pub struct Stills {
+    tx: Sender<Sender<Option<RgbImage>>>,
+    rx: Receiver<Sender<Option<RgbImage>>>,
+    available: std::sync::atomic::AtomicBool,
+}
+
+impl Default for Stills {
+    fn default() -> Self {
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        Self {
+            tx,
+            rx,
+            available: Default::default(),
+        }
+    }
+}
+
+/// How long the worker waits for a still frame before it uses the watch's frame.
+pub const STILL_WAIT: Duration = Duration::from_secs(4);
+
+impl Stills {
+    /// Whether the source now has a still mode (set by the capture thread).
+    pub fn available(&self) -> bool {
+        self.available.load(Ordering::Relaxed)
+    }
+
+    pub fn set_available(&self, yes: bool) {
+        self.available.store(yes, Ordering::Relaxed);
+        if !yes {
+            self.decline_waiting();
+        }
+    }
+
+    /// A still frame, waiting at most `wait`; `None` when the source has none to give.
+    pub fn request(&self, wait: Duration) -> Option<RgbImage> {
+        if !self.available() {
+            return None;
+        }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.tx.try_send(tx).ok()?;
+        rx.recv_timeout(wait).ok().flatten()
+    }
+
+    /// The capture thread: answers a waiting request with `take()`.
+    pub fn serve(&self, take: impl FnOnce() -> Option<RgbImage>) -> bool {
+        let Ok(reply) = self.rx.try_recv() else {
+            return false;
+        };
+        let _ = reply.send(take());
+        true
+    }
+
+    /// Answers every waiting request with nothing.
+    pub fn decline_waiting(&self) {
+        for reply in self.rx.try_iter() {
+            let _ = reply.send(None);
+        }
     }
 }
 
@@ -249,10 +331,7 @@ impl FrameSlot {
     }
 }
 
-/// Backoff between attempts to (re)open a failing source: 1, 2, 4 … 30 seconds.
-pub fn backoff(attempt: u32) -> Duration {
-    Duration::from_secs((1u64 << attempt.min(5)).min(30))
-}
+pub use health::backoff;
 
 /// Waits `d` unless `stop` fires first, showing the thread alive at least once a second; true
 /// when stopped.
@@ -294,6 +373,7 @@ const PAUSE_POLL: Duration = Duration::from_millis(250);
 /// Waits while narration is paused (`stats.pace`); true when stopped.
 fn wait_while_paused(stop: &Receiver<()>, stats: &Stats) -> bool {
     while stats.pace.get() == PaceState::Paused {
+        stats.stills.decline_waiting();
         if wait_or_stop(stop, PAUSE_POLL, stats) {
             return true;
         }
@@ -314,35 +394,45 @@ pub fn run_capture_paced(
     stop: Receiver<()>,
 ) {
     let mut number = 0u64;
-    let mut failures = 0u32;
-    let mut reported: Option<String> = None;
+    let mut outage = health::Outage::new();
+    // however the loop ends, no still frame is offered any more
+    struct StillsOff<'a>(&'a Stats);
+    impl Drop for StillsOff<'_> {
+        fn drop(&mut self) {
+            self.0.stills.set_available(false);
+        }
+    }
+    let _stills_off = StillsOff(&stats);
     'open: loop {
         stats.capture_beat();
+        stats.stills.set_available(false);
         let mut source = match open() {
             Ok(s) => s,
             Err(e) => {
-                fail(&e, &mut failures, &mut reported, &speaker, &stats);
-                if wait_or_stop(&stop, backoff(failures - 1), &stats) {
+                let wait = fail(&e, &mut outage, &speaker, &stats);
+                if wait_or_stop(&stop, wait, &stats) {
                     return;
                 }
                 continue 'open;
             }
         };
         let name = source.name();
-        if reported.take().is_some() {
-            tracing::info!("{name}: working again");
-            speaker.notice(words(kind).back);
+        if outage.active() {
+            // "working again" waits for the first good frame: a camera that opens and then
+            // fails at once is still out
+            tracing::info!("{name}: opened again");
         } else {
             tracing::info!("capturing from {name}");
         }
-        failures = 0;
         stats.set_source(&name, "running");
+        stats.stills.set_available(source.has_still());
         let live = source.live();
         let paceable = source.paceable();
         let mut last_at: Option<Instant> = None;
         loop {
             if stats.pace.get() == PaceState::Paused {
                 if source.release_when_paused() {
+                    stats.stills.set_available(false);
                     drop(source);
                     tracing::info!("{name}: released while narration is paused");
                     stats.set_source(&name, "paused");
@@ -391,8 +481,30 @@ pub fn run_capture_paced(
                 _ => return,
             }
             stats.capture_beat();
-            match source.next_frame() {
+            let mut still_failed = None;
+            stats.stills.serve(|| match source.still_frame() {
+                Ok(still) => still,
+                Err(e) => {
+                    still_failed = Some(e);
+                    None
+                }
+            });
+            let next = match still_failed {
+                Some(e) => Err(e),
+                None => source.next_frame(),
+            };
+            let bad = source.take_bad_frames();
+            if bad > 0 {
+                stats
+                    .bad_frames
+                    .fetch_add(bad, std::sync::atomic::Ordering::Relaxed);
+            }
+            match next {
                 Ok(Some(image)) => {
+                    if outage.frame().is_some() {
+                        tracing::info!("{name}: working again");
+                        speaker.notice(words(kind).back);
+                    }
                     number += 1;
                     Stats::inc(&stats.captured);
                     let frame = Frame {
@@ -415,9 +527,10 @@ pub fn run_capture_paced(
                     return;
                 }
                 Err(e) => {
+                    stats.stills.set_available(false);
                     drop(source);
-                    fail(&e, &mut failures, &mut reported, &speaker, &stats);
-                    if wait_or_stop(&stop, backoff(failures - 1), &stats) {
+                    let wait = fail(&e, &mut outage, &speaker, &stats);
+                    if wait_or_stop(&stop, wait, &stats) {
                         return;
                     }
                     continue 'open;
@@ -462,30 +575,29 @@ fn words(kind: SourceKind) -> Words {
     }
 }
 
-/// Reports a failure: logged every time it changes, spoken once per outage.
+/// Reports a failure ([`health::Outage`]): logged every time it changes, spoken once per
+/// outage; returns how long to wait before the next attempt.
 fn fail(
     e: &CaptureError,
-    failures: &mut u32,
-    reported: &mut Option<String>,
+    outage: &mut health::Outage,
     speaker: &Speaker,
     stats: &Stats,
-) {
-    *failures += 1;
+) -> Duration {
     let msg = e.to_string();
     stats.set_source(&source_label(e), &format!("retrying: {msg}"));
-    if reported.is_none() {
-        tracing::warn!(
-            "{msg}; retrying in {} s (and then less often)",
-            backoff(*failures - 1).as_secs()
-        );
-        speaker.notice(e.spoken());
-        *reported = Some(msg);
-    } else if reported.as_deref() != Some(msg.as_str()) {
-        tracing::warn!("{msg}; still retrying");
-        *reported = Some(msg);
-    } else {
-        tracing::debug!("{msg}; retry {}", failures);
+    let step = outage.failed(&msg);
+    match (step.notice, step.log) {
+        (Some(_), _) => {
+            tracing::warn!(
+                "{msg}; retrying in {} s (and then less often)",
+                step.retry_in.as_secs()
+            );
+            speaker.notice(e.spoken());
+        }
+        (None, health::LogLevel::Warn) => tracing::warn!("{msg}; still retrying"),
+        (None, health::LogLevel::Debug) => tracing::debug!("{msg}; retry {}", step.attempt),
     }
+    step.retry_in
 }
 
 fn source_label(e: &CaptureError) -> String {

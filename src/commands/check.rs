@@ -162,6 +162,13 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         "the frame source hangs: unplug and replug the camera, or check `[capture] path`",
         move |r| check_source(r, &c),
     );
+    let c = config.clone();
+    r.timed(
+        "cameras",
+        QUICK_LIMIT,
+        "a camera does not answer: unplug and replug it",
+        move |r| check_cameras(r, &c),
+    );
     r.timed(
         "ffmpeg",
         QUICK_LIMIT,
@@ -344,6 +351,54 @@ fn check_source(r: &mut Report, config: &Config) {
                 r.line(Level::Fail, "source", &e.to_string(), Some(todo))
             }
         },
+    }
+}
+
+/// Every camera of the machine: its formats and sizes, and the modes scenesay would use it in
+/// (watch and still), with why; the configured one is marked.
+fn check_cameras(r: &mut Report, config: &Config) {
+    use crate::capture::camera;
+    let c = &config.capture;
+    let nodes = camera::device_nodes(std::path::Path::new("/dev"));
+    if nodes.is_empty() {
+        let level = if c.source == SourceKind::Camera {
+            Level::Warn
+        } else {
+            Level::Ok
+        };
+        r.line(
+            level,
+            "cameras",
+            "none (no /dev/video* device)",
+            (c.source == SourceKind::Camera).then_some("plug in a camera; `lsusb` should list it"),
+        );
+        return;
+    }
+    let configured = std::fs::canonicalize(camera::device_path(&c.device)).ok();
+    for p in nodes {
+        let mark = if configured.is_some() && std::fs::canonicalize(&p).ok() == configured {
+            " ← [capture] device"
+        } else {
+            ""
+        };
+        match camera::probe(&p) {
+            Ok(info) => {
+                let mut lines = camera::report_lines(&info, c);
+                lines[0].push_str(mark);
+                r.line(
+                    Level::Ok,
+                    "cameras",
+                    &lines.join("\n                "),
+                    None,
+                )
+            }
+            Err(e) => r.line(
+                Level::Warn,
+                "cameras",
+                &format!("{}: {e}{mark}", p.display()),
+                None,
+            ),
+        }
     }
 }
 

@@ -196,6 +196,13 @@ fn status_text(s: &StatusReport) -> String {
         "  scene watch  {} encoded, {} gated out (unchanged view); pace {}",
         s.frames.encoded, s.frames.gated, s.pace
     );
+    if s.frames.bad > 0 {
+        let _ = writeln!(
+            o,
+            "  bad frames   {} skipped (could not be decoded)",
+            s.frames.bad
+        );
+    }
     let _ = match &s.cpu {
         Some(c) => writeln!(
             o,

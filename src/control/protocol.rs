@@ -158,6 +158,9 @@ pub struct FrameCounts {
     /// frame showed.
     #[serde(default)]
     pub gated: u64,
+    /// Camera buffers that could not be decoded (cut off, corrupt): skipped, not a reconnect.
+    #[serde(default)]
+    pub bad: u64,
 }
 
 /// The daemon's share of the processor.

@@ -607,6 +607,20 @@ impl Worker {
         known.or_else(|| self.embed(frame))
     }
 
+    /// For a detail, read or ask request: the same view at the camera's highest resolution when it
+    /// has a still mode (the capture thread switches to it for one frame and back), so the model
+    /// sees real pixels; `frame` itself otherwise, or when the still takes too long.
+    fn still_of(&self, frame: &Frame) -> Frame {
+        match self.stats.stills.request(crate::capture::STILL_WAIT) {
+            Some(image) => Frame {
+                number: frame.number,
+                image: Arc::new(image),
+                captured: Instant::now(),
+            },
+            None => frame.clone(),
+        }
+    }
+
     /// `changed`: what is different from the last description the user heard. When the scene
     /// embedding says the view is the same, the answer is given without asking the model (a model
     /// asked what changed tends to invent something); otherwise the model looks at the view with
@@ -681,11 +695,15 @@ impl Worker {
             self.answer_now(kind, state.notice(), Some(frame.number), r);
             return None;
         }
+        let job_frame = match kind {
+            Kind::Detail | Kind::Read | Kind::Answer => self.still_of(&frame),
+            _ => frame.clone(),
+        };
         let job = Job {
             kind,
             verbosity: None,
             priority: Priority::User,
-            frame: frame.clone(),
+            frame: job_frame,
             prompt,
             question,
             resolution,
