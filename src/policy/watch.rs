@@ -286,7 +286,7 @@ mod tests {
             ".!......."
         );
         // a clear "no" re-arms; the next confirmed "yes" is announced again
-        assert_eq!(transcript(P, "0.9 0.9 0.3 0.9 0.9 0.1 0.8 0.8"), ".!...!.!");
+        assert_eq!(transcript(P, "0.9 0.9 0.3 0.9 0.9 0.1 0.8 0.8"), ".!..!..!");
         // a single stray "no" between two "yes" runs re-arms: the next run counts from zero
         assert_eq!(transcript(P, "0.9 0.9 0.0 0.9 0.0 0.9 0.9"), ".!....!");
     }
