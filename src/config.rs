@@ -1118,7 +1118,11 @@ impl Config {
         if !self.memory.path.is_empty() {
             return Some(PathBuf::from(&self.memory.path));
         }
-        if let Some(dir) = self.log_path().as_deref().and_then(Path::parent) {
+        // beside a log file, not beside a device such as /dev/full
+        let log = self
+            .log_path()
+            .filter(|p| !std::fs::symlink_metadata(p).is_ok_and(|m| !m.is_file()));
+        if let Some(dir) = log.as_deref().and_then(Path::parent) {
             if !dir.as_os_str().is_empty() {
                 return Some(dir.join("memory.jsonl"));
             }

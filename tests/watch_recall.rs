@@ -330,3 +330,46 @@ fn memory_can_be_switched_off() {
     d.stop();
     assert!(!d.dir.path().join("memory.jsonl").exists());
 }
+
+#[test]
+fn watch_and_memory_keys_are_checked_and_the_memory_lives_beside_the_log() {
+    use scenesay::config::Config;
+    let p = Path::new("test.toml");
+    let bad = |text: &str| match Config::from_toml(text, p) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("accepted: {text}"),
+    };
+    let e = bad("[watch]\nquestion = \"Is it so?\"");
+    assert!(
+        e.contains("watch.question") && e.contains("{condition}"),
+        "{e}"
+    );
+    let e = bad("[watch]\non = 0.4");
+    assert!(e.contains("watch.on"), "{e}");
+    let e = bad("[watch]\non = 0.6\noff = 0.6");
+    assert!(e.contains("watch.off"), "{e}");
+    let e = bad("[watch]\ninterval_s = 0");
+    assert!(e.contains("watch.interval_s"), "{e}");
+    let e = bad("[memory]\nmax_mb = 0.01");
+    assert!(
+        e.contains("memory.max_mb") && e.contains("too small"),
+        "{e}"
+    );
+    let e = bad("[hotkey]\nrecall_key = \"KEY_NOPE\"");
+    assert!(e.contains("hotkey.recall_key"), "{e}");
+
+    let c = Config::from_toml("[log]\npath = \"/somewhere/state/narration.jsonl\"", p).unwrap();
+    assert_eq!(
+        c.memory_path().unwrap(),
+        Path::new("/somewhere/state/memory.jsonl")
+    );
+    let c = Config::from_toml("[memory]\npath = \"/x/m.jsonl\"", p).unwrap();
+    assert_eq!(c.memory_path().unwrap(), Path::new("/x/m.jsonl"));
+    let c = Config::from_toml("[log]\npath = \"/dev/full\"", p).unwrap();
+    assert!(
+        !c.memory_path().unwrap().starts_with("/dev"),
+        "never beside a device"
+    );
+    let c = Config::from_toml("[memory]\nenabled = false", p).unwrap();
+    assert_eq!(c.memory_path(), None);
+}
