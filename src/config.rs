@@ -36,6 +36,10 @@ pub struct Config {
     pub hotkey: HotkeyConfig,
     pub control: ControlConfig,
     pub log: LogConfig,
+    /// `[watch]`: `scenesay ctl watch "CONDITION"`: yes/no checks of the view.
+    pub watch: WatchConfig,
+    /// `[memory]`: what was seen, for `scenesay ctl recall`.
+    pub memory: MemoryConfig,
     /// `[guards]`: when the view is too dark, covered, bright or blurred to describe.
     pub guards: crate::policy::guard::GuardConfig,
 }
@@ -385,6 +389,10 @@ pub struct HotkeyConfig {
     pub read_key: String,
     /// Stop speaking now (narration goes on); empty = none.
     pub hush_key: String,
+    /// Say the watches that are set; empty = none.
+    pub watches_key: String,
+    /// "Have I seen this view before?" (recall by the view's embedding); empty = none.
+    pub recall_key: String,
     /// An input device path; empty = every keyboard under /dev/input.
     pub device: String,
 }
@@ -398,6 +406,8 @@ impl Default for HotkeyConfig {
             changed_key: String::new(),
             read_key: String::new(),
             hush_key: String::new(),
+            watches_key: String::new(),
+            recall_key: String::new(),
             device: String::new(),
         }
     }
@@ -435,6 +445,84 @@ impl Default for LogConfig {
             max_mb: 10.0,
             keep: 3,
             keep_days: 30.0,
+        }
+    }
+}
+
+/// `[watch]`: watches set with `scenesay ctl watch` (they last until scenesay stops).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchConfig {
+    /// On a view that does not change, the watches are checked at most this often (seconds);
+    /// after a scene change they are checked at once.
+    pub interval_s: f64,
+    /// The yes/no question; `{condition}` stands for the watched condition.
+    pub question: String,
+    /// Square side the model looks at for a check (a multiple of 64; the scene watch's reuses its
+    /// encoding).
+    pub resolution: u32,
+    /// A check scoring at least this (P(yes) / (P(yes) + P(no))) counts as true.
+    pub on: f64,
+    /// A watch that turned true is armed again once a check scores at most this.
+    pub off: f64,
+    /// Checks in a row at least `on` before a watch turns true and is announced.
+    pub confirm: u32,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        Self {
+            interval_s: 5.0,
+            question: "Is this true in the picture: {condition}? Answer yes or no.".into(),
+            resolution: 256,
+            on: 0.7,
+            off: 0.3,
+            confirm: 2,
+        }
+    }
+}
+
+impl WatchConfig {
+    pub fn params(&self) -> crate::policy::watch::WatchParams {
+        crate::policy::watch::WatchParams {
+            on: self.on,
+            off: self.off,
+            confirm: self.confirm,
+        }
+    }
+}
+
+/// `[memory]`: every finished scene narration and detailed description, with its frame's scene
+/// embedding (never the frame), for `scenesay ctl recall`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    pub enabled: bool,
+    /// Empty = `$XDG_STATE_HOME/scenesay/memory.jsonl`.
+    pub path: String,
+    /// Before a line would take the file past this many megabytes, the oldest lines are dropped;
+    /// 0 = no cap.
+    pub max_mb: f64,
+    /// Lines older than this many days are dropped; 0 = kept until the cap drops them.
+    pub keep_days: f64,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: String::new(),
+            max_mb: 20.0,
+            keep_days: 30.0,
+        }
+    }
+}
+
+impl MemoryConfig {
+    pub fn limits(&self) -> crate::memory::MemoryLimits {
+        crate::memory::MemoryLimits {
+            max_bytes: (self.max_mb * 1024.0 * 1024.0) as u64,
+            keep_days: self.keep_days,
         }
     }
 }
@@ -891,6 +979,8 @@ impl Config {
             ("hotkey.changed_key", &h.changed_key),
             ("hotkey.read_key", &h.read_key),
             ("hotkey.hush_key", &h.hush_key),
+            ("hotkey.watches_key", &h.watches_key),
+            ("hotkey.recall_key", &h.recall_key),
         ] {
             if !value.trim().is_empty() {
                 if let Err(e) = crate::control::hotkey::Combo::parse(value) {
@@ -931,6 +1021,73 @@ impl Config {
                 ),
             ));
         }
+        let w = &self.watch;
+        if !(w.interval_s >= 0.5 && w.interval_s <= 86_400.0) {
+            out.push(invalid(
+                "watch.interval_s",
+                format!(
+                    "{} is not allowed: seconds from 0.5 to 86400, e.g. 5",
+                    w.interval_s
+                ),
+            ));
+        }
+        if !w.question.contains(crate::policy::watch::CONDITION) {
+            out.push(invalid(
+                "watch.question",
+                "must contain {condition} (where the watched condition goes)",
+            ));
+        }
+        check_resolution("watch.resolution", w.resolution, &mut out);
+        if !(0.0..=1.0).contains(&w.on) || w.on <= 0.5 {
+            out.push(invalid(
+                "watch.on",
+                format!(
+                    "{} is not allowed: use a score above 0.5 and at most 1, e.g. 0.7",
+                    w.on
+                ),
+            ));
+        } else if !(0.0..=1.0).contains(&w.off) || w.off >= w.on {
+            out.push(invalid(
+                "watch.off",
+                format!(
+                    "{} is not allowed: use a score from 0 to below `on` ({}), e.g. 0.3",
+                    w.off, w.on
+                ),
+            ));
+        }
+        if !(1..=100).contains(&w.confirm) {
+            out.push(invalid(
+                "watch.confirm",
+                format!("{} is not allowed: use 1 to 100 checks", w.confirm),
+            ));
+        }
+        let m = &self.memory;
+        if !(0.0..=100_000.0).contains(&m.max_mb) {
+            out.push(invalid(
+                "memory.max_mb",
+                format!(
+                    "{} is not allowed: megabytes from 0 (no cap) to 100000, e.g. 20",
+                    m.max_mb
+                ),
+            ));
+        } else if m.max_mb > 0.0 && m.max_mb * 1024.0 * 1024.0 < 64.0 * 1024.0 {
+            out.push(invalid(
+                "memory.max_mb",
+                format!(
+                    "{} is too small: at least 0.0625 (64 KiB, a few views), or 0 for no cap",
+                    m.max_mb
+                ),
+            ));
+        }
+        if !(0.0..=36_500.0).contains(&m.keep_days) {
+            out.push(invalid(
+                "memory.keep_days",
+                format!(
+                    "{} is not allowed: days from 0 (keep until the cap) to 36500, e.g. 30",
+                    m.keep_days
+                ),
+            ));
+        }
         let g = &self.guards;
         for (key, v, max) in [
             ("guards.dark_mean", g.dark_mean, 255.0),
@@ -967,6 +1124,7 @@ impl Config {
             &mut self.control.socket,
             &mut self.log.path,
             &mut self.hotkey.device,
+            &mut self.memory.path,
         ] {
             *p = resolve_path(p, base);
         }
@@ -1005,6 +1163,32 @@ impl Config {
         Some(match xdg_dir("XDG_STATE_HOME", ".local/state") {
             Some(d) => d.join("scenesay/narration.jsonl"),
             None => private_tmp_dir().join("narration.jsonl"),
+        })
+    }
+}
+
+impl Config {
+    /// The memory file, or `None` when the memory is off: `[memory] path`, else `memory.jsonl`
+    /// beside the narration log (in its folder), else in the state folder.
+    pub fn memory_path(&self) -> Option<PathBuf> {
+        if !self.memory.enabled {
+            return None;
+        }
+        if !self.memory.path.is_empty() {
+            return Some(PathBuf::from(&self.memory.path));
+        }
+        // beside a log file, not beside a device such as /dev/full
+        let log = self
+            .log_path()
+            .filter(|p| !std::fs::symlink_metadata(p).is_ok_and(|m| !m.is_file()));
+        if let Some(dir) = log.as_deref().and_then(Path::parent) {
+            if !dir.as_os_str().is_empty() {
+                return Some(dir.join("memory.jsonl"));
+            }
+        }
+        Some(match xdg_dir("XDG_STATE_HOME", ".local/state") {
+            Some(d) => d.join("scenesay/memory.jsonl"),
+            None => private_tmp_dir().join("memory.jsonl"),
         })
     }
 }

@@ -341,6 +341,15 @@ pub fn run_with_source(
                             Action::Changed => Trigger::Changed { reply: None },
                             Action::Read => Trigger::Read { reply: None },
                             Action::Hush => return,
+                            Action::Watches => Trigger::Watches {
+                                speak: true,
+                                reply: None,
+                            },
+                            Action::RecallView => Trigger::Recall {
+                                query: None,
+                                limit: 3,
+                                reply: None,
+                            },
                         };
                         let _ = tx.try_send(t);
                     },

@@ -54,4 +54,17 @@ pub trait Describer: Send {
         on_text: &mut dyn FnMut(&str),
         cancel: &dyn Fn() -> bool,
     ) -> anyhow::Result<Description>;
+
+    /// How much the model leans to "yes" when asked `question` about `image` at `resolution`,
+    /// read from its next-token logits after one prefill (as `scenesay search` does), without
+    /// generating text. A model that cannot answer yes/no questions says so.
+    fn yes_no(
+        &mut self,
+        image: &RgbImage,
+        question: &str,
+        resolution: u32,
+    ) -> anyhow::Result<crate::jobs::yesno::YesNo> {
+        let _ = (image, question, resolution);
+        anyhow::bail!("this model cannot answer yes/no questions")
+    }
 }

@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod describer;
 pub mod exit;
 pub mod jobs;
+pub mod memory;
 pub mod model;
 pub mod model_store;
 pub mod narration;

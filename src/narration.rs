@@ -175,7 +175,7 @@ fn identity(m: &std::fs::Metadata) -> (u64, u64) {
 /// tells what is around the user. The file is never reached through a symbolic link, and in a
 /// folder others can write to it must be our own ([`crate::private_files`]); the fallback folder
 /// under the shared temporary folder must be a real folder of ours, closed to others.
-fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
+pub(crate) fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::DirBuilderExt;
     if let Some(dir) = path.parent() {
         if dir == crate::config::private_tmp_dir() {

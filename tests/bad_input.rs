@@ -181,7 +181,12 @@ fn server() -> &'static Server {
                     | Trigger::Changed { reply }
                     | Trigger::Read { reply }
                     | Trigger::Pause { reply }
-                    | Trigger::Resume { reply } => reply,
+                    | Trigger::Resume { reply }
+                    | Trigger::Watch { reply, .. }
+                    | Trigger::Watches { reply, .. }
+                    | Trigger::Unwatch { reply, .. }
+                    | Trigger::Recall { reply, .. }
+                    | Trigger::Forget { reply, .. } => reply,
                     Trigger::TogglePause => None,
                 };
                 if let Some(r) = reply {

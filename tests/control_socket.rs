@@ -79,6 +79,31 @@ fn fake_worker(rx: crossbeam_channel::Receiver<Trigger>) -> Vec<String> {
                     latency_ms: Latency::default(),
                 },
             ),
+            Trigger::Watch { condition, reply } => (
+                format!("watch {condition}"),
+                reply,
+                Response::accepted("watch 1"),
+            ),
+            Trigger::Watches { reply, .. } => (
+                "watches".into(),
+                reply,
+                Response::Watches { watches: vec![] },
+            ),
+            Trigger::Unwatch { id, reply } => (
+                format!("unwatch {id}"),
+                reply,
+                Response::accepted("removed"),
+            ),
+            Trigger::Recall { query, reply, .. } => (
+                format!("recall {query:?}"),
+                reply,
+                Response::accepted("recalled"),
+            ),
+            Trigger::Forget { older_than, reply } => (
+                format!("forget {older_than:?}"),
+                reply,
+                Response::accepted("forgot"),
+            ),
         };
         seen.push(name);
         if let Some(r) = reply {

@@ -382,7 +382,9 @@ fn a_picture_folder_that_vanishes_and_returns_is_picked_up_again() {
 
 #[test]
 fn a_full_disk_under_the_narration_log_does_not_stop_narration() {
-    let d = start(picture_folder, SCENES, Some("/dev/full"), None);
+    // beside a device the memory would go to the state folder of the real home: off here
+    let extra = format!("{SCENES}\n\n[memory]\nenabled = false");
+    let d = start(picture_folder, &extra, Some("/dev/full"), None);
     // the picture's scene narration first, so the detail requests are the last narrations
     wait_for(Duration::from_secs(30), "the scene narration", || {
         d.status()["frames"]["described"].as_u64().unwrap() >= 1

@@ -84,6 +84,38 @@ pub enum Action {
     Status,
     /// Stop the daemon.
     Stop,
+    /// Watch for a condition and be told once when it becomes true, e.g.
+    /// `scenesay ctl watch "the kettle light is off"`; `--list` shows the watches. They last until
+    /// scenesay stops.
+    Watch {
+        /// The condition, in your words: "the front door is open", "the washing machine light is off".
+        #[arg(num_args = 1.., required_unless_present = "list", conflicts_with = "list")]
+        condition: Vec<String>,
+        /// List the watches that are set (number, state, last score).
+        #[arg(long)]
+        list: bool,
+    },
+    /// Remove watch N (the number `watch` printed, see `watch --list`).
+    Unwatch { id: u32 },
+    /// When did the camera last see something? Searches the descriptions of past scenes, e.g.
+    /// `scenesay ctl recall "my keys"`; `--view` finds earlier times the current view was seen.
+    Recall {
+        /// What to look for, in words.
+        #[arg(num_args = 1.., required_unless_present = "view", conflicts_with = "view")]
+        query: Vec<String>,
+        /// Compare the current view with the remembered ones (by the scene embedding) instead.
+        #[arg(long)]
+        view: bool,
+        /// How many past views to list (the best one is also said).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=20))]
+        limit: u16,
+    },
+    /// Delete the visual memory kept for `recall` (the narration log is separate: `[log]`).
+    Forget {
+        /// Only what is older than this, e.g. 2h, 30min, 7days.
+        #[arg(long, value_name = "AGE", value_parser = humantime::parse_duration)]
+        older_than: Option<Duration>,
+    },
 }
 
 fn socket_path(a: &Args) -> anyhow::Result<PathBuf> {
@@ -119,6 +151,23 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         Action::Voice { name } => Request::Voice { name: name.clone() },
         Action::Status => Request::Status {},
         Action::Stop => Request::Stop {},
+        Action::Watch { list: true, .. } => Request::Watches {},
+        Action::Watch { condition, .. } => Request::Watch {
+            condition: condition.join(" "),
+        },
+        Action::Unwatch { id } => Request::Unwatch { id: *id },
+        Action::Recall {
+            view: true, limit, ..
+        } => Request::RecallView {
+            limit: *limit as usize,
+        },
+        Action::Recall { query, limit, .. } => Request::Recall {
+            query: query.join(" "),
+            limit: *limit as usize,
+        },
+        Action::Forget { older_than } => Request::Forget {
+            older_than_s: older_than.map(|d| d.as_secs_f64()),
+        },
     };
     let timeout = Duration::from_secs_f64(a.timeout);
     let resp = match client::request(&path, &req, timeout) {
@@ -140,6 +189,12 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         Response::Narration { text, .. } => emit(&format!("{text}\n")),
         Response::Status(s) => emit(&status_text(&s)),
         Response::Speech(v) => emit(&format!("{}\n", speech_text(&v))),
+        Response::Watches { watches } => emit(&watches_text(&watches)),
+        Response::Recall {
+            search,
+            answer,
+            found,
+        } => emit(&recall_text(search, &answer, &found)),
         Response::Error { code, message } => {
             eprintln!(
                 "error: {message} ({})",
@@ -173,6 +228,54 @@ fn speech_text(v: &crate::speech::Voice) -> String {
         or_default(&v.voice),
         or_default(&v.language)
     )
+}
+
+/// One line per watch: "1  waiting  the kettle light is off  (last yes 0.12, 5 checks)".
+fn watches_text(watches: &[crate::control::protocol::WatchInfo]) -> String {
+    if watches.is_empty() {
+        return "no watches are set\n".into();
+    }
+    let mut o = String::new();
+    for w in watches {
+        let last = w
+            .last_score
+            .map(|s| format!("last yes {s:.2}, "))
+            .unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "{}  {:<7}  {}  ({last}{} checks, true {} times)",
+            w.id, w.state, w.condition, w.checks, w.fired
+        );
+    }
+    o
+}
+
+/// The recalled views, best first ("About 20 minutes ago: …"), and how they were found.
+fn recall_text(
+    search: crate::memory::Search,
+    answer: &str,
+    found: &[crate::memory::Recalled],
+) -> String {
+    let mut o = String::new();
+    if found.is_empty() {
+        let _ = writeln!(o, "{answer}");
+    }
+    for r in found {
+        let _ = writeln!(
+            o,
+            "{}: {}  ({}, score {:.2})",
+            r.ago, r.text, r.time, r.score
+        );
+    }
+    let _ = writeln!(
+        o,
+        "({})",
+        match search {
+            crate::memory::Search::Text => "searched the words of past descriptions",
+            crate::memory::Search::Embedding => "compared the current view with past views",
+        }
+    );
+    o
 }
 
 fn status_text(s: &StatusReport) -> String {

@@ -13,7 +13,7 @@ use crate::jobs::inputs;
 use crate::jobs::prefetch::{Prefetcher, Prepared};
 use crate::jobs::progress;
 use crate::jobs::resume::JsonLines;
-use crate::jobs::yesno::{self, AnswerTokens, YesNo};
+use crate::jobs::yesno::{AnswerTokens, YesNo};
 use crate::model::prompt::PromptIds;
 use crate::model::FastVlm;
 
@@ -95,15 +95,10 @@ fn ask(
     let enc = model.encode_pixels(&pixels)?;
     let vision_ms = t0.elapsed().as_secs_f64() * 1e3;
     let t1 = Instant::now();
-    let embeds = model.input_embeds(prompt, &enc.projected)?;
-    let hidden = model.prefill_with(&embeds, |_, _| {})?;
-    let logits: Vec<f32> = model
-        .last_logits(&hidden)?
-        .to_dtype(candle_core::DType::F32)?
-        .to_vec1()?;
+    let answer = model.yes_no_projected(prompt, answers, &enc.projected)?;
     let prefill_ms = t1.elapsed().as_secs_f64() * 1e3;
     Ok((
-        yesno::score(&logits, answers),
+        answer,
         SearchTimings {
             image_ms: p.image_ms,
             vision_ms,

@@ -26,6 +26,10 @@ pub enum Action {
     Read,
     /// Stop speaking now (narration goes on).
     Hush,
+    /// Say the watches that are set.
+    Watches,
+    /// When was the view in front of the camera seen before (recall by its embedding)?
+    RecallView,
 }
 
 /// A bad key name or combination in the configuration.
@@ -138,6 +142,8 @@ impl KeyMapper {
             (&cfg.changed_key, Action::Changed),
             (&cfg.read_key, Action::Read),
             (&cfg.hush_key, Action::Hush),
+            (&cfg.watches_key, Action::Watches),
+            (&cfg.recall_key, Action::RecallView),
         ] {
             if !text.trim().is_empty() {
                 b.push((Combo::parse(text)?, action));
@@ -419,6 +425,8 @@ mod tests {
                     Some(Action::Changed) => 'C',
                     Some(Action::Read) => 'T',
                     Some(Action::Hush) => 'H',
+                    Some(Action::Watches) => 'W',
+                    Some(Action::RecallView) => 'M',
                 }
             })
             .collect()
@@ -546,5 +554,29 @@ mod tests {
             ("SHIFT+KEY_F12", Action::Read),
         ];
         assert_eq!(run(KEYS, "+F12 -F12 +F11 -F11 +LEFTSHIFT +F12"), "D.C..T");
+    }
+
+    #[test]
+    fn watches_and_recall_keys_are_bound() {
+        let cfg = crate::config::HotkeyConfig {
+            key: String::new(),
+            watches_key: "KEY_F9".into(),
+            recall_key: "CTRL+KEY_F9".into(),
+            ..Default::default()
+        };
+        let m = KeyMapper::from_config(&cfg).unwrap();
+        let b: Vec<(KeyCode, Action)> = m.bindings.iter().map(|(c, a)| (c.key, *a)).collect();
+        assert_eq!(
+            b,
+            [
+                (KeyCode::KEY_F9, Action::Watches),
+                (KeyCode::KEY_F9, Action::RecallView)
+            ]
+        );
+        const KEYS: &[(&str, Action)] = &[
+            ("KEY_F9", Action::Watches),
+            ("CTRL+KEY_F9", Action::RecallView),
+        ];
+        assert_eq!(run(KEYS, "+F9 -F9 +LEFTCTRL +F9 -F9 -LEFTCTRL"), "W..M..");
     }
 }

@@ -73,6 +73,54 @@ pub enum Request {
     Status {},
     /// Shut the daemon down cleanly.
     Stop {},
+    /// Watch for a condition ("the kettle light is off"): say once when it turns true.
+    Watch { condition: String },
+    /// The watches that are set.
+    Watches {},
+    /// Remove watch `id`.
+    Unwatch { id: u32 },
+    /// Past views whose description matches `query` ("my keys"), with when.
+    Recall {
+        query: String,
+        #[serde(default = "three", skip_serializing_if = "is_three")]
+        limit: usize,
+    },
+    /// Earlier times the current view was seen (by its scene embedding).
+    RecallView {
+        #[serde(default = "three", skip_serializing_if = "is_three")]
+        limit: usize,
+    },
+    /// Delete the visual memory: everything, or what is older than `older_than_s` seconds.
+    Forget {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        older_than_s: Option<f64>,
+    },
+}
+
+fn three() -> usize {
+    3
+}
+
+fn is_three(n: &usize) -> bool {
+    *n == 3
+}
+
+/// Most views one recall lists.
+pub const MAX_RECALL: usize = 20;
+
+/// One watch, as `watches` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WatchInfo {
+    pub id: u32,
+    pub condition: String,
+    /// "waiting" or "true" (turned true and said; armed again after a clear no).
+    pub state: String,
+    /// The last check's P(yes) / (P(yes) + P(no)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_score: Option<f64>,
+    pub checks: u64,
+    /// How many times it turned true.
+    pub fired: u64,
 }
 
 /// What went wrong with a request.
@@ -119,6 +167,16 @@ pub enum Response {
     Status(Box<StatusReport>),
     /// The speech settings now in use (after `rate`, `volume`, `voice`).
     Speech(crate::speech::Voice),
+    /// The watches that are set (`watches`).
+    Watches {
+        watches: Vec<WatchInfo>,
+    },
+    /// Recalled views (`recall`, `recall_view`): `answer` is what was said, `found` best first.
+    Recall {
+        search: crate::memory::Search,
+        answer: String,
+        found: Vec<crate::memory::Recalled>,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -257,7 +315,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
         RequestError::new(
             ErrorCode::BadRequest,
             format!(
-                "{e}; a request is one JSON object per line such as {{\"cmd\":\"status\"}} (commands: describe, ask, repeat, changed, read, pause, resume, hush, rate, volume, voice, status, stop)"
+                "{e}; a request is one JSON object per line such as {{\"cmd\":\"status\"}} (commands: describe, ask, repeat, changed, read, pause, resume, hush, rate, volume, voice, status, stop, watch, watches, unwatch, recall, recall_view, forget)"
             ),
         )
     })?;
@@ -269,7 +327,32 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
             ));
         }
     }
+    check_memory_request(&req)?;
     Ok(req)
+}
+
+/// The checks of `watch`, `recall`, `recall_view` and `forget`.
+fn check_memory_request(req: &Request) -> Result<(), RequestError> {
+    let bad = |m: &str| Err(RequestError::new(ErrorCode::BadRequest, m));
+    match req {
+        Request::Watch { condition } if condition.trim().is_empty() => {
+            bad("the condition is empty: say what to watch for, e.g. \"the kettle light is off\"")
+        }
+        Request::Recall { query, .. } if query.trim().is_empty() => {
+            bad("the query is empty: say what to recall, e.g. \"my keys\"")
+        }
+        Request::Recall { limit, .. } | Request::RecallView { limit }
+            if !(1..=MAX_RECALL).contains(limit) =>
+        {
+            bad("limit must be 1 to 20")
+        }
+        Request::Forget {
+            older_than_s: Some(s),
+        } if !(s.is_finite() && (0.0..=1e10).contains(s)) => {
+            bad("older_than_s must be a number of seconds from 0 to 1e10")
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -314,6 +397,20 @@ mod tests {
             },
             Request::Status {},
             Request::Stop {},
+            Request::Watch {
+                condition: "the door is open".into(),
+            },
+            Request::Watches {},
+            Request::Unwatch { id: 2 },
+            Request::Recall {
+                query: "my keys".into(),
+                limit: 3,
+            },
+            Request::RecallView { limit: 5 },
+            Request::Forget { older_than_s: None },
+            Request::Forget {
+                older_than_s: Some(7200.0),
+            },
         ] {
             let line = serde_json::to_string(&r).unwrap();
             assert_eq!(parse_request(line.as_bytes()), Ok(r), "{line}");
@@ -351,6 +448,39 @@ mod tests {
         assert_eq!(code(b"{\"cmd\":\"st\xffatus\"}"), ErrorCode::BadRequest);
         assert_eq!(code(&vec![b' '; MAX_LINE + 1]), ErrorCode::TooLong);
         assert_eq!(code(br#"{"cmd":"status""#), ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn memory_requests_are_checked() {
+        assert_eq!(
+            parse_request(br#"{"cmd":"recall","query":"my keys"}"#),
+            Ok(Request::Recall {
+                query: "my keys".into(),
+                limit: 3
+            })
+        );
+        assert_eq!(
+            parse_request(br#"{"cmd":"forget"}"#),
+            Ok(Request::Forget { older_than_s: None })
+        );
+        assert_eq!(
+            code(br#"{"cmd":"watch","condition":" "}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(code(br#"{"cmd":"watch"}"#), ErrorCode::BadRequest);
+        assert_eq!(code(br#"{"cmd":"unwatch","id":-1}"#), ErrorCode::BadRequest);
+        assert_eq!(
+            code(br#"{"cmd":"recall","query":""}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(br#"{"cmd":"recall_view","limit":0}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(br#"{"cmd":"forget","older_than_s":-5}"#),
+            ErrorCode::BadRequest
+        );
     }
 
     #[test]

@@ -342,6 +342,56 @@ pub async fn handle(req: Request, h: &Handles) -> Response {
         Request::Read { wait } => (Trigger::Read { reply: Some(tx) }, wait, "reading"),
         Request::Pause {} => (Trigger::Pause { reply: Some(tx) }, true, ""),
         Request::Resume {} => (Trigger::Resume { reply: Some(tx) }, true, ""),
+        Request::Watch { condition } => (
+            Trigger::Watch {
+                condition,
+                reply: Some(tx),
+            },
+            true,
+            "",
+        ),
+        Request::Watches {} => (
+            Trigger::Watches {
+                speak: false,
+                reply: Some(tx),
+            },
+            true,
+            "",
+        ),
+        Request::Unwatch { id } => (
+            Trigger::Unwatch {
+                id,
+                reply: Some(tx),
+            },
+            true,
+            "",
+        ),
+        Request::Recall { query, limit } => (
+            Trigger::Recall {
+                query: Some(query),
+                limit,
+                reply: Some(tx),
+            },
+            true,
+            "",
+        ),
+        Request::RecallView { limit } => (
+            Trigger::Recall {
+                query: None,
+                limit,
+                reply: Some(tx),
+            },
+            true,
+            "",
+        ),
+        Request::Forget { older_than_s } => (
+            Trigger::Forget {
+                older_than: older_than_s.map(std::time::Duration::from_secs_f64),
+                reply: Some(tx),
+            },
+            true,
+            "",
+        ),
     };
     match h.triggers.try_send(trigger) {
         Ok(()) => {}

@@ -33,6 +33,7 @@ pub use generate::{GenerationParams, Sampling};
 pub use vision::{FastViTHD, FeatureMap, Nhwc};
 
 use crate::describer::{DescribeRequest, Describer, Description, Timings};
+use crate::jobs::yesno::{AnswerTokens, YesNo};
 use generate::Sampler;
 use prompt::PromptIds;
 use qwen2::Qwen2;
@@ -507,6 +508,20 @@ impl FastVlm {
         self.llm.logits(hidden)
     }
 
+    /// The yes/no lean of the answer to `prompt` with the projected image rows `projected` spliced
+    /// in: one prefill, then the next-token probability mass of `answers`' yes against no tokens.
+    pub fn yes_no_projected(
+        &mut self,
+        prompt: &PromptIds,
+        answers: &AnswerTokens,
+        projected: &Tensor,
+    ) -> Result<YesNo, ModelError> {
+        let embeds = self.input_embeds(prompt, projected)?;
+        let hidden = self.prefill(&embeds)?;
+        let logits: Vec<f32> = self.last_logits(&hidden)?.to_dtype(DType::F32)?.to_vec1()?;
+        Ok(crate::jobs::yesno::score(&logits, answers))
+    }
+
     /// Logits `[vocab]` of the last position.
     pub fn last_logits(&self, hidden: &Tensor) -> Result<Tensor, ModelError> {
         self.llm.last_logits(hidden)
@@ -696,5 +711,19 @@ impl Describer for FastVlm {
             timings: g.timings,
             cancelled: g.cancelled,
         })
+    }
+
+    fn yes_no(
+        &mut self,
+        image: &RgbImage,
+        question: &str,
+        resolution: u32,
+    ) -> anyhow::Result<YesNo> {
+        let tok = self.require_tokenizer()?;
+        let answers = AnswerTokens::from_encoder(|w| tok.encode(w))?;
+        let prompt = self.prompt_ids(question)?;
+        // the scene watch has usually just encoded this frame at this resolution: reused
+        let enc = self.scene_embedding(image, resolution)?;
+        Ok(self.yes_no_projected(&prompt, &answers, &enc.projector_output)?)
     }
 }

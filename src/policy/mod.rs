@@ -9,6 +9,7 @@
 //! - [`dedup`]: does a new description say essentially the same as the last one?
 //! - [`phrasing`]: wording fixes ("The image shows …" → "…").
 //! - [`speech`]: what to say now, what to cut short, queue or drop.
+//! - [`watch`]: has a watched condition ("the kettle light is off") turned true?
 
 pub mod dedup;
 pub mod gate;
@@ -17,3 +18,4 @@ pub mod narrator;
 pub mod phrasing;
 pub mod scene;
 pub mod speech;
+pub mod watch;

@@ -21,17 +21,22 @@ use crate::capture::{Frame, PaceState};
 use crate::config::Config;
 use crate::control::protocol::{ErrorCode, Response};
 use crate::describer::{DescribeRequest, Describer};
+use crate::memory::{Memory, MemoryLimits};
 use crate::narration::{Kind, Latency, NarrationId, Priority};
 use crate::policy::gate::{thumbnail, ChangeGate, Decision, GateParams, Pace};
 use crate::policy::guard::{classify, view_stats, ViewState};
 use crate::policy::narrator::{Narrator, NarratorParams};
 use crate::policy::phrasing::strip_preamble;
 use crate::policy::scene::{cosine_distance, Verbosity, Verdict};
+use crate::policy::watch::Watches;
 use crate::signals::Flag;
 use crate::speech::ledger::{NarrationEnd, NarrationMeta};
 use crate::speech::sentences::{speakable, SentenceSplitter};
 use crate::speech::service::Speaker;
 use crate::status::Stats;
+
+mod watching;
+use watching::open_memory;
 
 /// How long a request while paused waits for the capture to deliver a new frame.
 const FRESH_WHILE_PAUSED: Duration = Duration::from_secs(3);
@@ -71,6 +76,31 @@ pub enum Trigger {
     },
     /// Pause when narrating, resume when paused (a hotkey).
     TogglePause,
+    /// Watch for a condition: say once when the model's yes/no answer about the view turns yes.
+    Watch {
+        condition: String,
+        reply: Option<Reply>,
+    },
+    /// The watches that are set (said aloud with `speak`: the hotkey).
+    Watches {
+        speak: bool,
+        reply: Option<Reply>,
+    },
+    Unwatch {
+        id: u32,
+        reply: Option<Reply>,
+    },
+    /// Recall past views: by words (`query`) or, without one, by the current view's embedding.
+    Recall {
+        query: Option<String>,
+        limit: usize,
+        reply: Option<Reply>,
+    },
+    /// Delete the visual memory (all, or what is older than `older_than`).
+    Forget {
+        older_than: Option<Duration>,
+        reply: Option<Reply>,
+    },
 }
 
 impl Trigger {
@@ -81,9 +111,14 @@ impl Trigger {
             | Trigger::Repeat { .. }
             | Trigger::Changed { .. }
             | Trigger::Read { .. }
-            | Trigger::Pause { .. } => true,
+            | Trigger::Pause { .. }
+            | Trigger::Recall { .. } => true,
             Trigger::TogglePause => !paused,
             Trigger::Resume { .. } => false,
+            Trigger::Watch { .. }
+            | Trigger::Watches { .. }
+            | Trigger::Unwatch { .. }
+            | Trigger::Forget { .. } => false,
         }
     }
 }
@@ -111,6 +146,11 @@ pub struct WorkerSettings {
     pub changed_prompt: String,
     pub read_prompt: String,
     pub read_resolution: u32,
+    /// `[watch]`.
+    pub watch: crate::config::WatchConfig,
+    /// The visual memory's file (`None`: off) and limits.
+    pub memory_path: Option<std::path::PathBuf>,
+    pub memory_limits: MemoryLimits,
 }
 
 impl WorkerSettings {
@@ -131,6 +171,9 @@ impl WorkerSettings {
             changed_prompt: d.changed_prompt.clone(),
             read_prompt: d.read_prompt.clone(),
             read_resolution: d.read_resolution,
+            watch: c.watch.clone(),
+            memory_path: c.memory_path(),
+            memory_limits: c.memory.limits(),
         }
     }
 }
@@ -199,6 +242,14 @@ pub struct Worker {
     /// Non-pre-empting requests that arrived during a generation.
     deferred: Vec<Trigger>,
     embed_failures: u32,
+    /// `scenesay ctl watch`: conditions checked after scene changes.
+    watches: Watches,
+    /// When the watches were last checked (the frames' clock).
+    last_watch_check: Option<Duration>,
+    /// Watches whose check failed (reported once each).
+    watch_warned: Vec<u32>,
+    /// What was seen, for `recall`.
+    memory: Memory,
 }
 
 impl Worker {
@@ -215,7 +266,6 @@ impl Worker {
             gate_embedding: None,
             view_state: None,
             describer,
-            settings,
             speaker,
             stats,
             stop,
@@ -226,6 +276,11 @@ impl Worker {
             pending_ends: vec![],
             deferred: vec![],
             embed_failures: 0,
+            watches: Watches::new(settings.watch.params()),
+            last_watch_check: None,
+            watch_warned: vec![],
+            memory: open_memory(&settings),
+            settings,
         }
     }
 
@@ -388,7 +443,8 @@ impl Worker {
         }
         self.set_pace(now);
         let Verdict::Narrate { verbosity, .. } = verdict else {
-            return None;
+            let moving = matches!(verdict, Verdict::Settling { .. });
+            return self.check_watches(&frame, false, moving, now, triggers);
         };
         let s = &self.settings;
         let (prompt, resolution, max_tokens) = match verbosity {
@@ -424,12 +480,16 @@ impl Worker {
             self.narrator.repeated(e, now);
         } else if out.stopped.is_none() {
             self.narrator.narrated(e.clone(), now, verbosity, &out.text);
+            self.remember(Kind::Scene, &out.text, &frame, &e);
             self.described = Some(Described {
                 embedding: e,
                 text: out.text,
             });
         }
-        out.preempted_by
+        if out.preempted_by.is_some() || out.stopped.is_some() {
+            return out.preempted_by;
+        }
+        self.check_watches(&frame, true, false, now, triggers)
     }
 
     fn on_trigger(
@@ -481,6 +541,36 @@ impl Worker {
                 } else {
                     self.pause(None)
                 }
+                None
+            }
+            Trigger::Watch {
+                condition,
+                reply: r,
+            } => {
+                self.watch(&condition, r);
+                None
+            }
+            Trigger::Watches { speak, reply: r } => {
+                self.list_watches(speak, r);
+                None
+            }
+            Trigger::Unwatch { id, reply: r } => {
+                self.unwatch(id, r);
+                None
+            }
+            Trigger::Recall {
+                query,
+                limit,
+                reply: r,
+            } => {
+                self.recall(query, limit, r, frames);
+                None
+            }
+            Trigger::Forget {
+                older_than,
+                reply: r,
+            } => {
+                self.forget(older_than, r);
                 None
             }
         };
@@ -728,6 +818,7 @@ impl Worker {
                 if !self.paused || kind == Kind::Detail {
                     if let Some(e) = self.embedding_of(&frame) {
                         if kind == Kind::Detail {
+                            self.remember(Kind::Detail, &out.text, &frame, &e);
                             self.described = Some(Described {
                                 embedding: e.clone(),
                                 text: out.text,
@@ -931,7 +1022,12 @@ fn answer_shutdown(t: Trigger) {
         | Trigger::Changed { reply }
         | Trigger::Read { reply }
         | Trigger::Pause { reply }
-        | Trigger::Resume { reply } => reply,
+        | Trigger::Resume { reply }
+        | Trigger::Watch { reply, .. }
+        | Trigger::Watches { reply, .. }
+        | Trigger::Unwatch { reply, .. }
+        | Trigger::Recall { reply, .. }
+        | Trigger::Forget { reply, .. } => reply,
         Trigger::TogglePause => None,
     };
     reply(
