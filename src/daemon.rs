@@ -340,6 +340,7 @@ pub fn run_with_source(
                             Action::TogglePause => Trigger::TogglePause,
                             Action::Changed => Trigger::Changed { reply: None },
                             Action::Read => Trigger::Read { reply: None },
+                            Action::NewConversation => Trigger::NewConversation { reply: None },
                             Action::Hush => return,
                         };
                         let _ = tx.try_send(t);

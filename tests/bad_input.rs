@@ -181,7 +181,8 @@ fn server() -> &'static Server {
                     | Trigger::Changed { reply }
                     | Trigger::Read { reply }
                     | Trigger::Pause { reply }
-                    | Trigger::Resume { reply } => reply,
+                    | Trigger::Resume { reply }
+                    | Trigger::NewConversation { reply } => reply,
                     Trigger::TogglePause => None,
                 };
                 if let Some(r) = reply {

@@ -57,6 +57,9 @@ fn fake_worker(rx: crossbeam_channel::Receiver<Trigger>) -> Vec<String> {
             Trigger::Pause { reply } => ("pause".into(), reply, Response::accepted("paused")),
             Trigger::Resume { reply } => ("resume".into(), reply, Response::accepted("resumed")),
             Trigger::TogglePause => ("toggle".into(), None, Response::accepted("")),
+            Trigger::NewConversation { reply } => {
+                ("new".into(), reply, Response::accepted("new conversation"))
+            }
             Trigger::Changed { reply } => (
                 "changed".into(),
                 reply,
@@ -202,6 +205,10 @@ fn every_request_round_trips() {
         ask(&s.path, Request::Resume {}),
         Response::accepted("resumed")
     );
+    assert_eq!(
+        ask(&s.path, Request::New {}),
+        Response::accepted("new conversation")
+    );
     match ask(&s.path, Request::Status {}) {
         Response::Status(st) => {
             assert_eq!(st.version, env!("CARGO_PKG_VERSION"));
@@ -227,7 +234,8 @@ fn every_request_round_trips() {
             "changed",
             "read",
             "pause",
-            "resume"
+            "resume",
+            "new"
         ]
     );
 }

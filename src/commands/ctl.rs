@@ -39,7 +39,10 @@ pub enum Action {
         #[arg(long)]
         no_wait: bool,
     },
-    /// Ask a question about what the camera sees now; prints the answer.
+    /// Ask a question about what the camera sees now; prints the answer. Within `[describe]
+    /// followup_s` (60 s) of an answer about the same view it follows that answer up: the model
+    /// still has the picture and the conversation, so the answer starts sooner ("And what is on
+    /// its left?"). A changed view, `describe` or `new` starts afresh.
     Ask {
         /// The question, e.g. "What colour is the mug?"
         #[arg(required = true, num_args = 1..)]
@@ -84,6 +87,9 @@ pub enum Action {
     Status,
     /// Stop the daemon.
     Stop,
+    /// Start a new conversation: the next `ask` is not a follow-up of the last answer (a
+    /// question within `[describe] followup_s` of an answer about the same view is).
+    New,
 }
 
 fn socket_path(a: &Args) -> anyhow::Result<PathBuf> {
@@ -119,6 +125,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         Action::Voice { name } => Request::Voice { name: name.clone() },
         Action::Status => Request::Status {},
         Action::Stop => Request::Stop {},
+        Action::New => Request::New {},
     };
     let timeout = Duration::from_secs_f64(a.timeout);
     let resp = match client::request(&path, &req, timeout) {

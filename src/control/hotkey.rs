@@ -26,6 +26,8 @@ pub enum Action {
     Read,
     /// Stop speaking now (narration goes on).
     Hush,
+    /// Start a new conversation (the next question is not a follow-up).
+    NewConversation,
 }
 
 /// A bad key name or combination in the configuration.
@@ -138,6 +140,7 @@ impl KeyMapper {
             (&cfg.changed_key, Action::Changed),
             (&cfg.read_key, Action::Read),
             (&cfg.hush_key, Action::Hush),
+            (&cfg.new_key, Action::NewConversation),
         ] {
             if !text.trim().is_empty() {
                 b.push((Combo::parse(text)?, action));
@@ -419,6 +422,7 @@ mod tests {
                     Some(Action::Changed) => 'C',
                     Some(Action::Read) => 'T',
                     Some(Action::Hush) => 'H',
+                    Some(Action::NewConversation) => 'N',
                 }
             })
             .collect()
@@ -546,5 +550,27 @@ mod tests {
             ("SHIFT+KEY_F12", Action::Read),
         ];
         assert_eq!(run(KEYS, "+F12 -F12 +F11 -F11 +LEFTSHIFT +F12"), "D.C..T");
+    }
+
+    #[test]
+    fn the_new_conversation_key_is_bound() {
+        let cfg = crate::config::HotkeyConfig {
+            new_key: "CTRL+KEY_F12".into(),
+            ..Default::default()
+        };
+        let m = KeyMapper::from_config(&cfg).unwrap();
+        let b: Vec<(KeyCode, Action)> = m.bindings.iter().map(|(c, a)| (c.key, *a)).collect();
+        assert_eq!(
+            b,
+            [
+                (KeyCode::KEY_F12, Action::Detail),
+                (KeyCode::KEY_F12, Action::NewConversation),
+            ]
+        );
+        const KEYS: &[(&str, Action)] = &[
+            ("KEY_F12", Action::Detail),
+            ("CTRL+KEY_F12", Action::NewConversation),
+        ];
+        assert_eq!(run(KEYS, "+F12 -F12 +LEFTCTRL +F12 -F12"), "D..N.");
     }
 }

@@ -73,6 +73,8 @@ pub enum Request {
     Status {},
     /// Shut the daemon down cleanly.
     Stop {},
+    /// Start a new conversation: the next `ask` is not a follow-up of the last answer.
+    New {},
 }
 
 /// What went wrong with a request.
@@ -318,6 +320,15 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&Request::Describe { wait: true }).unwrap(),
             r#"{"cmd":"describe"}"#
+        );
+    }
+
+    #[test]
+    fn new_conversation_request() {
+        assert_eq!(parse_request(br#"{"cmd":"new"}"#), Ok(Request::New {}));
+        assert_eq!(
+            serde_json::to_string(&Request::New {}).unwrap(),
+            r#"{"cmd":"new"}"#
         );
     }
 

@@ -342,6 +342,7 @@ pub async fn handle(req: Request, h: &Handles) -> Response {
         Request::Read { wait } => (Trigger::Read { reply: Some(tx) }, wait, "reading"),
         Request::Pause {} => (Trigger::Pause { reply: Some(tx) }, true, ""),
         Request::Resume {} => (Trigger::Resume { reply: Some(tx) }, true, ""),
+        Request::New {} => (Trigger::NewConversation { reply: Some(tx) }, true, ""),
     };
     match h.triggers.try_send(trigger) {
         Ok(()) => {}

@@ -9,11 +9,15 @@
 //! - [`dedup`]: does a new description say essentially the same as the last one?
 //! - [`phrasing`]: wording fixes ("The image shows …" → "…").
 //! - [`speech`]: what to say now, what to cut short, queue or drop.
+//! - [`conversation`]: does a question follow up the last answer, or start afresh?
+//! - [`periodic`]: in periodic mode, is a description of the view due?
 
+pub mod conversation;
 pub mod dedup;
 pub mod gate;
 pub mod guard;
 pub mod narrator;
+pub mod periodic;
 pub mod phrasing;
 pub mod scene;
 pub mod speech;
