@@ -1253,12 +1253,16 @@ mod tests {
         assert_eq!(c.describe.scene_prompt, clock_prompts("en").unwrap().scene);
         let own = parse("[describe]\npositions = \"clock\"\nscene_prompt = \"Mine.\"\n").unwrap();
         assert_eq!(own.describe.scene_prompt, "Mine.");
-        assert_eq!(own.describe.brief_prompt, clock_prompts("en").unwrap().brief);
+        assert_eq!(
+            own.describe.brief_prompt,
+            clock_prompts("en").unwrap().brief
+        );
     }
 
     #[test]
     fn followup_period_and_mode_keys_are_checked_and_located() {
-        let c = parse("[scene]\nmode = \"periodic\"\nperiod_s = 5\n[describe]\nfollowup_s = 0\n").unwrap();
+        let c = parse("[scene]\nmode = \"periodic\"\nperiod_s = 5\n[describe]\nfollowup_s = 0\n")
+            .unwrap();
         assert_eq!(c.scene.mode, SceneMode::Periodic);
         assert_eq!(c.scene.period_s, 5.0);
         assert_eq!(c.describe.followup_s, 0.0);
@@ -1272,7 +1276,10 @@ mod tests {
         let p = e.problems();
         assert_eq!(p.len(), 3, "{e}");
         let lines: Vec<usize> = p.iter().map(|p| p.line).collect();
-        assert!(lines.contains(&2) && lines.contains(&4) && lines.contains(&6), "{e}");
+        assert!(
+            lines.contains(&2) && lines.contains(&4) && lines.contains(&6),
+            "{e}"
+        );
         assert!(e.to_string().contains("`scene.period_s`"), "{e}");
         assert!(e.to_string().contains("`describe.followup_s`"), "{e}");
         assert!(e.to_string().contains("`hotkey.new_key`"), "{e}");

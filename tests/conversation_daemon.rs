@@ -53,13 +53,18 @@ impl<D: Describer> Describer for Recording<D> {
         on_text: &mut dyn FnMut(&str),
         cancel: &dyn Fn() -> bool,
     ) -> anyhow::Result<Option<Description>> {
-        let r = self.inner.follow_up(question, max_tokens, on_text, cancel)?;
+        let r = self
+            .inner
+            .follow_up(question, max_tokens, on_text, cancel)?;
         let what = if r.is_some() {
             "follow_up"
         } else {
             "follow_up-none"
         };
-        self.calls.lock().unwrap().push(format!("{what}:{question}"));
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("{what}:{question}"));
         Ok(r)
     }
 
@@ -264,7 +269,7 @@ const SCENE: &str = "Say what is there.";
 
 fn scene_config(more: &str) -> String {
     format!(
-        "[scene]\nstable_frames = 1\ncooldown_s = 0\n{more}\n\n[describe]\nscene_prompt = \"{SCENE}\"\ndetail_prompt = \"Tell me everything.\"\nread_prompt = \"Read it.\"\ndetail_resolution = 256\nread_resolution = 256\n"
+        "[scene]\nstable_frames = 1\ncooldown_s = 0\n{more}\n\n[describe]\nscene_prompt = \"{SCENE}\"\nbrief_prompt = \"{SCENE}\"\ndetail_prompt = \"Tell me everything.\"\nread_prompt = \"Read it.\"\ndetail_resolution = 256\nread_resolution = 256\n"
     )
 }
 
@@ -284,7 +289,10 @@ fn questions_follow_each_other_up_until_new_describe_or_another_request() {
     let r = d.req(r#"{"cmd":"describe"}"#);
     assert_eq!(r["text"], "Seen: Tell me everything.", "{r}");
     // a detailed description begins the conversation the next question goes on with
-    assert_eq!(d.ask("What is on the left?"), "Turn 2: What is on the left?");
+    assert_eq!(
+        d.ask("What is on the left?"),
+        "Turn 2: What is on the left?"
+    );
     let r = d.req(r#"{"cmd":"read"}"#);
     assert_eq!(r["text"], "Seen: Read it.", "{r}");
     assert_eq!(d.ask("And the last line?"), "Turn 2: And the last line?");
@@ -323,7 +331,7 @@ fn questions_follow_each_other_up_until_new_describe_or_another_request() {
         .filter(|r| r["kind"] == "answer")
         .map(|r| r["question"].as_str().unwrap())
         .collect();
-    assert_eq!(answers.len(), 6, "{answers:?}");
+    assert_eq!(answers.len(), 7, "{answers:?}");
 }
 
 #[test]
@@ -381,8 +389,9 @@ fn a_new_scene_ends_the_conversation() {
     let n = d.call_count();
     d.ask("What is it?");
     d.ask("Is it big?");
+    // (the scripted model says the same words about both: the second is logged as a repeat)
     wait_for(Duration::from_secs(30), "the second scene", || {
-        d.scenes().len() >= 2
+        d.all_scenes() >= 2
     });
     d.ask("Is it big?");
     assert_eq!(
@@ -396,9 +405,12 @@ fn a_new_scene_ends_the_conversation() {
     d.stop();
 }
 
-/// Spoken scene narrations: (frame number, time the narration began on the daemon clock).
+/// The frame numbers of scene narrations.
 fn scene_frames(scenes: &[Value]) -> Vec<u64> {
-    scenes.iter().map(|r| r["frame"].as_u64().unwrap()).collect()
+    scenes
+        .iter()
+        .map(|r| r["frame"].as_u64().unwrap())
+        .collect()
 }
 
 #[test]
@@ -414,7 +426,11 @@ fn periodic_mode_describes_a_static_view_every_period_and_waits_during_a_convers
         d.scenes().len() >= 3
     });
     // a static view: change mode would have said it once; the same words are said again
-    assert!(t.elapsed() >= Duration::from_millis(1800), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(1800),
+        "{:?}",
+        t.elapsed()
+    );
     let frames = scene_frames(&d.scenes());
     for w in frames.windows(2) {
         // 10 frames a second, a period of 1 s (a frame of slack for the capture's timing)
@@ -438,9 +454,8 @@ fn periodic_mode_describes_a_static_view_every_period_and_waits_during_a_convers
 
 #[test]
 fn the_tiny_model_follows_up_and_narrates_periodically() {
-    let model = || {
-        scenesay::model::FastVlm::load(&tiny_model(), scenesay::model::Precision::F32).unwrap()
-    };
+    let model =
+        || scenesay::model::FastVlm::load(&tiny_model(), scenesay::model::Precision::F32).unwrap();
     let d = start(
         model,
         |dir| {
@@ -449,8 +464,10 @@ fn the_tiny_model_follows_up_and_narrates_periodically() {
                 frames(dir, &[("1.png", "landscape_640x480.png")]).display()
             )
         },
-        &scene_config("mode = \"periodic\"\nperiod_s = 1")
-            .replace("[describe]\n", "[describe]\nfollowup_s = 30\ndetail_max_tokens = 8\nscene_max_tokens = 8\n"),
+        &scene_config("mode = \"periodic\"\nperiod_s = 1").replace(
+            "[describe]\n",
+            "[describe]\nfollowup_s = 30\ndetail_max_tokens = 8\nscene_max_tokens = 8\n",
+        ),
     );
     wait_for(Duration::from_secs(60), "two periodic scenes", || {
         d.all_scenes() >= 2

@@ -50,7 +50,11 @@ fn the_appended_ids_are_what_the_whole_multi_turn_prompt_tokenises_to() {
         // what a user types stays text
         let typed = follow_up_ids(tok, "<|im_end|> hi").unwrap();
         let im_end = tok.token_to_id("<|im_end|>").unwrap();
-        assert_eq!(typed.iter().filter(|&&t| t == im_end).count(), 2, "{layout}");
+        assert_eq!(
+            typed.iter().filter(|&&t| t == im_end).count(),
+            2,
+            "{layout}"
+        );
     }
 }
 
@@ -75,9 +79,7 @@ fn fresh_run(
         after,
     };
     let stops = stop_token_ids(&m.config, m.tokenizer());
-    let enc = m
-        .encode_pixels(&m.preprocess(image, RES).unwrap())
-        .unwrap();
+    let enc = m.encode_pixels(&m.preprocess(image, RES).unwrap()).unwrap();
     let embeds = m.input_embeds(&prompt, &enc.projected).unwrap();
     let prompt_len = embeds.dim(1).unwrap();
     let mut h = m.prefill(&embeds).unwrap();
@@ -87,7 +89,10 @@ fn fresh_run(
         let next = logits
             .iter()
             .enumerate()
-            .fold((0, f32::MIN), |b, (i, v)| if *v > b.1 { (i, *v) } else { b })
+            .fold(
+                (0, f32::MIN),
+                |b, (i, v)| if *v > b.1 { (i, *v) } else { b },
+            )
             .0 as u32;
         if stops.contains(&next) {
             break;
@@ -116,7 +121,14 @@ fn a_follow_up_on_the_kept_cache_equals_a_fresh_run_over_the_whole_conversation(
             let mut m = load(layout);
             let mut reference = load(layout);
             let g = m
-                .generate(&image, questions[0], RES, &params(max), &mut |_| {}, &|| false)
+                .generate(
+                    &image,
+                    questions[0],
+                    RES,
+                    &params(max),
+                    &mut |_| {},
+                    &|| false,
+                )
                 .unwrap();
             assert_eq!(m.conversation_turns(), 1);
             let first_prompt = g.prompt_tokens;
@@ -171,8 +183,15 @@ fn the_conversation_ends_when_the_model_is_used_otherwise_or_is_full() {
     };
     // nothing to follow up yet
     assert!(ask(&mut m, 4).is_none());
-    m.generate(&image, "Describe the image.", RES, &params(4), &mut |_| {}, &|| false)
-        .unwrap();
+    m.generate(
+        &image,
+        "Describe the image.",
+        RES,
+        &params(4),
+        &mut |_| {},
+        &|| false,
+    )
+    .unwrap();
     let (used, limit) = m.conversation_room().unwrap();
     assert!(used > 16 && limit >= used);
     assert!(ask(&mut m, 4).is_some());
@@ -182,14 +201,28 @@ fn the_conversation_ends_when_the_model_is_used_otherwise_or_is_full() {
     assert_eq!(m.conversation_turns(), 0);
     assert!(ask(&mut m, 4).is_none());
     // a new description is a new conversation; running the model otherwise ends it
-    m.generate(&image, "Describe the image.", RES, &params(4), &mut |_| {}, &|| false)
-        .unwrap();
+    m.generate(
+        &image,
+        "Describe the image.",
+        RES,
+        &params(4),
+        &mut |_| {},
+        &|| false,
+    )
+    .unwrap();
     let e = m.token_embeds(&[5]).unwrap();
     m.extend(&e).unwrap();
     assert!(ask(&mut m, 4).is_none());
     // an answer that would not fit in the context: no follow-up, and the conversation is over
-    m.generate(&image, "Describe the image.", RES, &params(4), &mut |_| {}, &|| false)
-        .unwrap();
+    m.generate(
+        &image,
+        "Describe the image.",
+        RES,
+        &params(4),
+        &mut |_| {},
+        &|| false,
+    )
+    .unwrap();
     let (_, limit) = m.conversation_room().unwrap();
     assert!(ask(&mut m, limit).is_none());
     assert_eq!(m.conversation_turns(), 0);

@@ -618,9 +618,10 @@ impl FastVlm {
         let (mut cancelled, mut stopped_on_eos) = (false, false);
         let mut ttft_ms = 0.0;
         let mut t_first: Option<Instant> = None;
-        let tok = self.tokenizer.take().ok_or_else(|| {
-            ModelError::Other("the model has no tokenizer to decode with".into())
-        })?;
+        let tok = self
+            .tokenizer
+            .take()
+            .ok_or_else(|| ModelError::Other("the model has no tokenizer to decode with".into()))?;
         let result = (|| -> Result<(), ModelError> {
             let mut stream = TokenStream::new(&tok);
             while ids.len() < params.max_tokens {
@@ -872,12 +873,14 @@ impl Describer for FastVlm {
             max_tokens,
             ..self.describe_params.clone()
         };
-        Ok(FastVlm::follow_up(self, question, &params, on_text, cancel)?.map(|g| Description {
-            text: g.text,
-            token_ids: g.token_ids,
-            timings: g.timings,
-            cancelled: g.cancelled,
-        }))
+        Ok(
+            FastVlm::follow_up(self, question, &params, on_text, cancel)?.map(|g| Description {
+                text: g.text,
+                token_ids: g.token_ids,
+                timings: g.timings,
+                cancelled: g.cancelled,
+            }),
+        )
     }
 
     fn end_conversation(&mut self) {

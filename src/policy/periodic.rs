@@ -136,7 +136,10 @@ mod tests {
             }
         }
         assert_eq!(said, vec![0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0]);
-        assert!(skipped > 20, "the gate kept the static view closed: {skipped}");
+        assert!(
+            skipped > 20,
+            "the gate kept the static view closed: {skipped}"
+        );
         assert_eq!(gate.pace(Duration::from_secs(30)), Pace::Idle);
     }
 }

@@ -19,10 +19,10 @@ use crossbeam_channel::{select, Receiver};
 
 use crate::capture::{Frame, PaceState};
 use crate::config::Config;
+use crate::config::SceneMode;
 use crate::control::protocol::{ErrorCode, Response};
 use crate::describer::{DescribeRequest, Describer};
 use crate::narration::{Kind, Latency, NarrationId, Priority};
-use crate::config::SceneMode;
 use crate::policy::conversation::{Ask, Conversation, ConversationParams, Why};
 use crate::policy::gate::{thumbnail, ChangeGate, Decision, GateParams, Pace};
 use crate::policy::guard::{classify, view_stats, ViewState};
