@@ -409,6 +409,8 @@ pub struct HotkeyConfig {
     pub device: String,
     /// Start a new conversation (the next question is not a follow-up); empty = none.
     pub new_key: String,
+    /// Switch between narrating changes and periodic narration; empty = none.
+    pub mode_key: String,
 }
 
 impl Default for HotkeyConfig {
@@ -422,6 +424,7 @@ impl Default for HotkeyConfig {
             hush_key: String::new(),
             device: String::new(),
             new_key: String::new(),
+            mode_key: String::new(),
         }
     }
 }
@@ -935,6 +938,7 @@ impl Config {
             ("hotkey.read_key", &h.read_key),
             ("hotkey.hush_key", &h.hush_key),
             ("hotkey.new_key", &h.new_key),
+            ("hotkey.mode_key", &h.mode_key),
         ] {
             if !value.trim().is_empty() {
                 if let Err(e) = crate::control::hotkey::Combo::parse(value) {

@@ -341,6 +341,10 @@ pub fn run_with_source(
                             Action::Changed => Trigger::Changed { reply: None },
                             Action::Read => Trigger::Read { reply: None },
                             Action::NewConversation => Trigger::NewConversation { reply: None },
+                            Action::ToggleMode => Trigger::Mode {
+                                mode: None,
+                                reply: None,
+                            },
                             Action::Hush => return,
                         };
                         let _ = tx.try_send(t);

@@ -182,7 +182,8 @@ fn server() -> &'static Server {
                     | Trigger::Read { reply }
                     | Trigger::Pause { reply }
                     | Trigger::Resume { reply }
-                    | Trigger::NewConversation { reply } => reply,
+                    | Trigger::NewConversation { reply }
+                    | Trigger::Mode { reply, .. } => reply,
                     Trigger::TogglePause => None,
                 };
                 if let Some(r) = reply {

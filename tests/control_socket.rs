@@ -60,6 +60,9 @@ fn fake_worker(rx: crossbeam_channel::Receiver<Trigger>) -> Vec<String> {
             Trigger::NewConversation { reply } => {
                 ("new".into(), reply, Response::accepted("new conversation"))
             }
+            Trigger::Mode { mode, reply } => {
+                (format!("mode {mode:?}"), reply, Response::accepted("mode"))
+            }
             Trigger::Changed { reply } => (
                 "changed".into(),
                 reply,
@@ -209,6 +212,15 @@ fn every_request_round_trips() {
         ask(&s.path, Request::New {}),
         Response::accepted("new conversation")
     );
+    assert_eq!(
+        ask(
+            &s.path,
+            Request::Mode {
+                mode: Some(scenesay::config::SceneMode::Periodic)
+            }
+        ),
+        Response::accepted("mode")
+    );
     match ask(&s.path, Request::Status {}) {
         Response::Status(st) => {
             assert_eq!(st.version, env!("CARGO_PKG_VERSION"));
@@ -235,7 +247,8 @@ fn every_request_round_trips() {
             "read",
             "pause",
             "resume",
-            "new"
+            "new",
+            "mode Some(Periodic)"
         ]
     );
 }

@@ -453,6 +453,41 @@ fn periodic_mode_describes_a_static_view_every_period_and_waits_during_a_convers
 }
 
 #[test]
+fn ctl_mode_switches_between_change_and_periodic_narration() {
+    let d = start(Scripted::default, static_red, &scene_config("period_s = 1"));
+    wait_for(Duration::from_secs(30), "the first scene", || {
+        !d.scenes().is_empty()
+    });
+    // change mode: a static view is said once
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(d.all_scenes(), 1);
+    let r = d.req(r#"{"cmd":"mode","mode":"periodic"}"#);
+    assert_eq!(r["message"], "mode periodic, every 1 s", "{r}");
+    wait_for(Duration::from_secs(10), "periodic scenes", || {
+        d.all_scenes() >= 3
+    });
+    let r = d.req(r#"{"cmd":"mode"}"#);
+    assert_eq!(r["message"], "mode change", "{r}");
+    let n = d.all_scenes();
+    std::thread::sleep(Duration::from_millis(2000));
+    assert!(
+        d.all_scenes() <= n + 1,
+        "a static view again said once at most"
+    );
+    let records = d.stop();
+    let notices: Vec<&str> = records
+        .iter()
+        .filter(|r| r["kind"] == "notice")
+        .map(|r| r["text"].as_str().unwrap())
+        .collect();
+    assert!(
+        notices.contains(&"Narrating every 1 seconds."),
+        "{notices:?}"
+    );
+    assert!(notices.contains(&"Narrating changes."), "{notices:?}");
+}
+
+#[test]
 fn the_tiny_model_follows_up_and_narrates_periodically() {
     let model =
         || scenesay::model::FastVlm::load(&tiny_model(), scenesay::model::Precision::F32).unwrap();

@@ -90,6 +90,19 @@ pub enum Action {
     /// Start a new conversation: the next `ask` is not a follow-up of the last answer (a
     /// question within `[describe] followup_s` of an answer about the same view is).
     New,
+    /// When scenes are narrated, until restart: `change` (when the view changes) or `periodic`
+    /// (every `[scene] period_s` seconds, changed or not); without an argument, the other one.
+    Mode {
+        #[arg(value_enum)]
+        mode: Option<ModeArg>,
+    },
+}
+
+/// `scenesay ctl mode` choices.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ModeArg {
+    Change,
+    Periodic,
 }
 
 fn socket_path(a: &Args) -> anyhow::Result<PathBuf> {
@@ -126,6 +139,12 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         Action::Status => Request::Status {},
         Action::Stop => Request::Stop {},
         Action::New => Request::New {},
+        Action::Mode { mode } => Request::Mode {
+            mode: mode.map(|m| match m {
+                ModeArg::Change => crate::config::SceneMode::Change,
+                ModeArg::Periodic => crate::config::SceneMode::Periodic,
+            }),
+        },
     };
     let timeout = Duration::from_secs_f64(a.timeout);
     let resp = match client::request(&path, &req, timeout) {

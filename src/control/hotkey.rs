@@ -28,6 +28,8 @@ pub enum Action {
     Hush,
     /// Start a new conversation (the next question is not a follow-up).
     NewConversation,
+    /// Switch between narrating changes and periodic narration.
+    ToggleMode,
 }
 
 /// A bad key name or combination in the configuration.
@@ -141,6 +143,7 @@ impl KeyMapper {
             (&cfg.read_key, Action::Read),
             (&cfg.hush_key, Action::Hush),
             (&cfg.new_key, Action::NewConversation),
+            (&cfg.mode_key, Action::ToggleMode),
         ] {
             if !text.trim().is_empty() {
                 b.push((Combo::parse(text)?, action));
@@ -423,6 +426,7 @@ mod tests {
                     Some(Action::Read) => 'T',
                     Some(Action::Hush) => 'H',
                     Some(Action::NewConversation) => 'N',
+                    Some(Action::ToggleMode) => 'M',
                 }
             })
             .collect()
@@ -556,6 +560,7 @@ mod tests {
     fn the_new_conversation_key_is_bound() {
         let cfg = crate::config::HotkeyConfig {
             new_key: "CTRL+KEY_F12".into(),
+            mode_key: "KEY_F10".into(),
             ..Default::default()
         };
         let m = KeyMapper::from_config(&cfg).unwrap();
@@ -565,12 +570,17 @@ mod tests {
             [
                 (KeyCode::KEY_F12, Action::Detail),
                 (KeyCode::KEY_F12, Action::NewConversation),
+                (KeyCode::KEY_F10, Action::ToggleMode),
             ]
         );
         const KEYS: &[(&str, Action)] = &[
             ("KEY_F12", Action::Detail),
             ("CTRL+KEY_F12", Action::NewConversation),
+            ("KEY_F10", Action::ToggleMode),
         ];
-        assert_eq!(run(KEYS, "+F12 -F12 +LEFTCTRL +F12 -F12"), "D..N.");
+        assert_eq!(
+            run(KEYS, "+F12 -F12 +LEFTCTRL +F12 -F12 -LEFTCTRL +F10"),
+            "D..N..M"
+        );
     }
 }

@@ -75,6 +75,12 @@ pub enum Request {
     Stop {},
     /// Start a new conversation: the next `ask` is not a follow-up of the last answer.
     New {},
+    /// When scenes are narrated from now on (until restart): `change` or `periodic` (every
+    /// `[scene] period_s`); without `mode`, the other one.
+    Mode {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<crate::config::SceneMode>,
+    },
 }
 
 /// What went wrong with a request.
@@ -324,7 +330,18 @@ mod tests {
     }
 
     #[test]
-    fn new_conversation_request() {
+    fn new_conversation_and_mode_requests() {
+        assert_eq!(
+            parse_request(br#"{"cmd":"mode","mode":"periodic"}"#),
+            Ok(Request::Mode {
+                mode: Some(crate::config::SceneMode::Periodic)
+            })
+        );
+        assert_eq!(
+            parse_request(br#"{"cmd":"mode"}"#),
+            Ok(Request::Mode { mode: None })
+        );
+        assert!(parse_request(br#"{"cmd":"mode","mode":"often"}"#).is_err());
         assert_eq!(parse_request(br#"{"cmd":"new"}"#), Ok(Request::New {}));
         assert_eq!(
             serde_json::to_string(&Request::New {}).unwrap(),

@@ -343,6 +343,14 @@ pub async fn handle(req: Request, h: &Handles) -> Response {
         Request::Pause {} => (Trigger::Pause { reply: Some(tx) }, true, ""),
         Request::Resume {} => (Trigger::Resume { reply: Some(tx) }, true, ""),
         Request::New {} => (Trigger::NewConversation { reply: Some(tx) }, true, ""),
+        Request::Mode { mode } => (
+            Trigger::Mode {
+                mode,
+                reply: Some(tx),
+            },
+            true,
+            "",
+        ),
     };
     match h.triggers.try_send(trigger) {
         Ok(()) => {}

@@ -10,6 +10,11 @@
 //! socket: detail, ask, changed, read) pre-empts: the running generation is cancelled at the next
 //! encoder block or token, the freshest frame is described, and the pre-empted narration's end is reported after
 //! the request's begin so speech and log put the request first.
+//!
+//! A question within `[describe] followup_s` of an answer about the same view goes on with the
+//! model's conversation ([`crate::policy::conversation`] decides; the model keeps its KV cache),
+//! and with `[scene] mode = "periodic"` the view is described every `period_s` of frame time
+//! ([`crate::policy::periodic`]) instead of on a change.
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
@@ -81,6 +86,11 @@ pub enum Trigger {
     NewConversation {
         reply: Option<Reply>,
     },
+    /// Narrate scenes in this mode from now on (`None`: the other one).
+    Mode {
+        mode: Option<SceneMode>,
+        reply: Option<Reply>,
+    },
 }
 
 impl Trigger {
@@ -93,7 +103,9 @@ impl Trigger {
             | Trigger::Read { .. }
             | Trigger::Pause { .. } => true,
             Trigger::TogglePause => !paused,
-            Trigger::Resume { .. } | Trigger::NewConversation { .. } => false,
+            Trigger::Resume { .. } | Trigger::NewConversation { .. } | Trigger::Mode { .. } => {
+                false
+            }
         }
     }
 }
@@ -526,6 +538,29 @@ impl Worker {
         out.preempted_by
     }
 
+    /// `ctl mode` / the hotkey: narrate changes, or the view every period.
+    fn set_mode(&mut self, mode: Option<SceneMode>, r: Option<Reply>) {
+        let mode = mode.unwrap_or(match self.settings.mode {
+            SceneMode::Change => SceneMode::Periodic,
+            SceneMode::Periodic => SceneMode::Change,
+        });
+        self.settings.mode = mode;
+        // the first frame in the new mode is compared, or described, afresh
+        self.narrator.reset_run();
+        let (said, message) = match mode {
+            SceneMode::Change => ("Narrating changes.".to_string(), "mode change".to_string()),
+            SceneMode::Periodic => {
+                let s = self.settings.period.as_secs_f64();
+                (
+                    format!("Narrating every {s:.0} seconds."),
+                    format!("mode periodic, every {s} s"),
+                )
+            }
+        };
+        self.speaker.notice(&said);
+        reply(r, Response::accepted(message));
+    }
+
     /// `ctl new` / the hotkey: the next question starts afresh.
     fn new_conversation(&mut self, r: Option<Reply>) {
         let had = self.conversation.end(Why::New);
@@ -594,6 +629,10 @@ impl Worker {
             }
             Trigger::NewConversation { reply: r } => {
                 self.new_conversation(r);
+                None
+            }
+            Trigger::Mode { mode, reply: r } => {
+                self.set_mode(mode, r);
                 None
             }
         };
@@ -1081,7 +1120,8 @@ fn answer_shutdown(t: Trigger) {
         | Trigger::Read { reply }
         | Trigger::Pause { reply }
         | Trigger::Resume { reply }
-        | Trigger::NewConversation { reply } => reply,
+        | Trigger::NewConversation { reply }
+        | Trigger::Mode { reply, .. } => reply,
         Trigger::TogglePause => None,
     };
     reply(
