@@ -235,6 +235,42 @@ pub struct SceneConfig {
     pub gate_area: f64,
     /// A frame is encoded at least this often (seconds), whatever the gate says.
     pub max_unseen_s: f64,
+    /// `change`: describe the view when it changes; `periodic`: every `period_s` seconds,
+    /// changed or not.
+    pub mode: SceneMode,
+    /// `mode = "periodic"`: seconds between two descriptions of the view.
+    pub period_s: f64,
+}
+
+/// When scenes are narrated (`[scene] mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SceneMode {
+    /// When the view changes (the scene watch).
+    #[default]
+    Change,
+    /// Every `period_s` seconds, whether the view changed or not.
+    Periodic,
+}
+
+impl SceneMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            SceneMode::Change => "change",
+            SceneMode::Periodic => "periodic",
+        }
+    }
+}
+
+/// How the built-in prompts ask for where things are (`[describe] positions`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Positions {
+    /// Left, right, ahead, near or far.
+    #[default]
+    Sides,
+    /// Clock-face directions: "a cup at 2 o'clock" (12 o'clock straight ahead).
+    Clock,
 }
 
 impl Default for SceneConfig {
@@ -252,6 +288,8 @@ impl Default for SceneConfig {
             gate_cell_change: 12.0,
             gate_area: 0.005,
             max_unseen_s: 10.0,
+            mode: SceneMode::Change,
+            period_s: 30.0,
         }
     }
 }
@@ -276,6 +314,13 @@ pub struct DescribeConfig {
     pub read_resolution: u32,
     /// 1.0 = off; 1.1 discourages the model from repeating itself.
     pub repetition_penalty: f64,
+    /// `scenesay ctl ask` within this many seconds of an answer about the same view goes on with
+    /// that conversation (the model keeps the picture and the turns so far); 0 = every question
+    /// is asked afresh.
+    pub followup_s: f64,
+    /// `sides` (left, right, ahead) or `clock` ("a cup at 2 o'clock"): how the built-in prompts
+    /// ask for where things are.
+    pub positions: Positions,
 }
 
 /// The placeholder of `[describe] changed_prompt`.
@@ -309,6 +354,8 @@ impl Default for DescribeConfig {
                 .into(),
             read_resolution: 1024,
             repetition_penalty: 1.0,
+            followup_s: 60.0,
+            positions: Positions::Sides,
         }
     }
 }
@@ -395,6 +442,10 @@ pub struct HotkeyConfig {
     pub recall_key: String,
     /// An input device path; empty = every keyboard under /dev/input.
     pub device: String,
+    /// Start a new conversation (the next question is not a follow-up); empty = none.
+    pub new_key: String,
+    /// Switch between narrating changes and periodic narration; empty = none.
+    pub mode_key: String,
 }
 
 impl Default for HotkeyConfig {
@@ -409,6 +460,8 @@ impl Default for HotkeyConfig {
             watches_key: String::new(),
             recall_key: String::new(),
             device: String::new(),
+            new_key: String::new(),
+            mode_key: String::new(),
         }
     }
 }
@@ -691,6 +744,7 @@ impl Config {
             .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()));
         c.resolve_paths(base.as_deref());
         c.apply_language();
+        c.apply_positions();
         Ok(c)
     }
 
@@ -712,6 +766,39 @@ impl Config {
         ] {
             if mine == default {
                 *mine = theirs.to_string();
+            }
+        }
+    }
+
+    /// With `[describe] positions = "clock"`, every prompt that says where things are and is left
+    /// at a built-in text (English, or the narration language's) asks for clock-face directions
+    /// instead; prompts written by the user stay as they are.
+    pub fn apply_positions(&mut self) {
+        if self.describe.positions != Positions::Clock {
+            return;
+        }
+        use crate::policy::phrasing::{clock_prompts, prompts};
+        let (Some(en), Some(en_clock)) = (prompts("en"), clock_prompts("en")) else {
+            return;
+        };
+        let lang = prompts(&self.speech.language).zip(clock_prompts(&self.speech.language));
+        let d = &mut self.describe;
+        let pick = |p: &crate::policy::phrasing::Prompts| [p.scene, p.brief, p.detail, p.changed];
+        let pick_clock =
+            |c: &crate::policy::phrasing::ClockPrompts| [c.scene, c.brief, c.detail, c.changed];
+        for (i, mine) in [
+            &mut d.scene_prompt,
+            &mut d.brief_prompt,
+            &mut d.detail_prompt,
+            &mut d.changed_prompt,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if mine.as_str() == pick(en)[i] {
+                *mine = pick_clock(en_clock)[i].to_string();
+            } else if let Some((_, c)) = lang.filter(|(p, _)| mine.as_str() == pick(p)[i]) {
+                *mine = pick_clock(c)[i].to_string();
             }
         }
     }
@@ -926,6 +1013,24 @@ impl Config {
         check_tokens("describe.detail_max_tokens", d.detail_max_tokens, &mut out);
         check_resolution("describe.detail_resolution", d.detail_resolution, &mut out);
         check_resolution("describe.read_resolution", d.read_resolution, &mut out);
+        if !(d.followup_s >= 0.0 && d.followup_s <= 86_400.0) {
+            out.push(invalid(
+                "describe.followup_s",
+                format!(
+                    "{} is not allowed: seconds from 0 (every question afresh) to 86400, e.g. 60",
+                    d.followup_s
+                ),
+            ));
+        }
+        if !(sc.period_s >= 1.0 && sc.period_s <= 86_400.0) {
+            out.push(invalid(
+                "scene.period_s",
+                format!(
+                    "{} is not allowed: seconds from 1 to 86400 between two descriptions, e.g. 30",
+                    sc.period_s
+                ),
+            ));
+        }
         if !(d.repetition_penalty > 0.0 && d.repetition_penalty <= 10.0) {
             out.push(invalid(
                 "describe.repetition_penalty",
@@ -981,6 +1086,8 @@ impl Config {
             ("hotkey.hush_key", &h.hush_key),
             ("hotkey.watches_key", &h.watches_key),
             ("hotkey.recall_key", &h.recall_key),
+            ("hotkey.new_key", &h.new_key),
+            ("hotkey.mode_key", &h.mode_key),
         ] {
             if !value.trim().is_empty() {
                 if let Err(e) = crate::control::hotkey::Combo::parse(value) {
@@ -1360,6 +1467,71 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml(text, Path::new("/etc/scenesay/config.toml"))
+    }
+
+    #[test]
+    fn clock_positions_change_the_built_in_prompts_in_every_language() {
+        use crate::policy::phrasing::{clock_prompts, prompts, LANGUAGES};
+        for lang in LANGUAGES {
+            let sides = parse(&format!("[speech]\nlanguage = \"{lang}\"\n")).unwrap();
+            let clock = parse(&format!(
+                "[speech]\nlanguage = \"{lang}\"\n[describe]\npositions = \"clock\"\n"
+            ))
+            .unwrap();
+            let (p, c) = (prompts(lang).unwrap(), clock_prompts(lang).unwrap());
+            let (a, b) = (&sides.describe, &clock.describe);
+            assert_eq!(a.scene_prompt, p.scene, "{lang}");
+            assert_eq!(b.scene_prompt, c.scene, "{lang}");
+            assert_eq!(b.brief_prompt, c.brief, "{lang}");
+            assert_eq!(b.detail_prompt, c.detail, "{lang}");
+            assert_eq!(b.changed_prompt, c.changed, "{lang}");
+            assert_ne!(a.detail_prompt, b.detail_prompt, "{lang}");
+            // reading text has no positions to ask for
+            assert_eq!(a.read_prompt, b.read_prompt, "{lang}");
+        }
+        // the shipped file (every English default written out) changes too; prompts of the
+        // user's own stay; a language without built-in prompts gets the English clock prompts
+        let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"))
+            .unwrap()
+            .replace("positions = \"sides\"", "positions = \"clock\"")
+            .replace("language = \"\"", "language = \"it\"");
+        let c = parse(&shipped).unwrap();
+        assert_eq!(c.describe.positions, Positions::Clock);
+        assert_eq!(c.describe.scene_prompt, clock_prompts("en").unwrap().scene);
+        let own = parse("[describe]\npositions = \"clock\"\nscene_prompt = \"Mine.\"\n").unwrap();
+        assert_eq!(own.describe.scene_prompt, "Mine.");
+        assert_eq!(
+            own.describe.brief_prompt,
+            clock_prompts("en").unwrap().brief
+        );
+    }
+
+    #[test]
+    fn followup_period_and_mode_keys_are_checked_and_located() {
+        let c = parse("[scene]\nmode = \"periodic\"\nperiod_s = 5\n[describe]\nfollowup_s = 0\n")
+            .unwrap();
+        assert_eq!(c.scene.mode, SceneMode::Periodic);
+        assert_eq!(c.scene.period_s, 5.0);
+        assert_eq!(c.describe.followup_s, 0.0);
+        let d = Config::default();
+        assert_eq!(
+            (d.scene.mode, d.scene.period_s, d.describe.followup_s),
+            (SceneMode::Change, 30.0, 60.0)
+        );
+        let e = parse("[scene]\nperiod_s = 0.5\n[describe]\nfollowup_s = -1\n[hotkey]\nnew_key = \"KEY_NOPE\"\n")
+            .unwrap_err();
+        let p = e.problems();
+        assert_eq!(p.len(), 3, "{e}");
+        let lines: Vec<usize> = p.iter().map(|p| p.line).collect();
+        assert!(
+            lines.contains(&2) && lines.contains(&4) && lines.contains(&6),
+            "{e}"
+        );
+        assert!(e.to_string().contains("`scene.period_s`"), "{e}");
+        assert!(e.to_string().contains("`describe.followup_s`"), "{e}");
+        assert!(e.to_string().contains("`hotkey.new_key`"), "{e}");
+        let m = only_problem("[scene]\nmode = \"sometimes\"\n");
+        assert!(m.message.contains("periodic"), "{}", m.message);
     }
 
     fn only_problem(text: &str) -> Problem {

@@ -340,6 +340,11 @@ pub fn run_with_source(
                             Action::TogglePause => Trigger::TogglePause,
                             Action::Changed => Trigger::Changed { reply: None },
                             Action::Read => Trigger::Read { reply: None },
+                            Action::NewConversation => Trigger::NewConversation { reply: None },
+                            Action::ToggleMode => Trigger::Mode {
+                                mode: None,
+                                reply: None,
+                            },
                             Action::Hush => return,
                             Action::Watches => Trigger::Watches {
                                 speak: true,

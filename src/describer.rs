@@ -67,4 +67,27 @@ pub trait Describer: Send {
         let _ = (image, question, resolution);
         anyhow::bail!("this model cannot answer yes/no questions")
     }
+
+    /// Asks `question` as the next turn of the conversation the last description began (the same
+    /// picture, the earlier questions and answers kept), in at most `max_tokens` tokens; streams
+    /// and cancels like [`Describer::describe`]. `Ok(None)`: there is no conversation to go on
+    /// with (the caller asks afresh). A model without conversations always answers `None`.
+    fn follow_up(
+        &mut self,
+        _question: &str,
+        _max_tokens: usize,
+        _on_text: &mut dyn FnMut(&str),
+        _cancel: &dyn Fn() -> bool,
+    ) -> anyhow::Result<Option<Description>> {
+        Ok(None)
+    }
+
+    /// Forgets the conversation: the next question starts afresh.
+    fn end_conversation(&mut self) {}
+
+    /// Tokens the conversation holds and the most the model accepts (`None`: no conversation, or
+    /// no limit known).
+    fn conversation_room(&self) -> Option<(usize, usize)> {
+        None
+    }
 }

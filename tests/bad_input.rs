@@ -186,7 +186,8 @@ fn server() -> &'static Server {
                     | Trigger::Watches { reply, .. }
                     | Trigger::Unwatch { reply, .. }
                     | Trigger::Recall { reply, .. }
-                    | Trigger::Forget { reply, .. } => reply,
+                    | Trigger::NewConversation { reply }
+                    | Trigger::Mode { reply, .. } => reply,
                     Trigger::TogglePause => None,
                 };
                 if let Some(r) = reply {

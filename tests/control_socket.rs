@@ -57,6 +57,12 @@ fn fake_worker(rx: crossbeam_channel::Receiver<Trigger>) -> Vec<String> {
             Trigger::Pause { reply } => ("pause".into(), reply, Response::accepted("paused")),
             Trigger::Resume { reply } => ("resume".into(), reply, Response::accepted("resumed")),
             Trigger::TogglePause => ("toggle".into(), None, Response::accepted("")),
+            Trigger::NewConversation { reply } => {
+                ("new".into(), reply, Response::accepted("new conversation"))
+            }
+            Trigger::Mode { mode, reply } => {
+                (format!("mode {mode:?}"), reply, Response::accepted("mode"))
+            }
             Trigger::Changed { reply } => (
                 "changed".into(),
                 reply,
@@ -227,6 +233,19 @@ fn every_request_round_trips() {
         ask(&s.path, Request::Resume {}),
         Response::accepted("resumed")
     );
+    assert_eq!(
+        ask(&s.path, Request::New {}),
+        Response::accepted("new conversation")
+    );
+    assert_eq!(
+        ask(
+            &s.path,
+            Request::Mode {
+                mode: Some(scenesay::config::SceneMode::Periodic)
+            }
+        ),
+        Response::accepted("mode")
+    );
     match ask(&s.path, Request::Status {}) {
         Response::Status(st) => {
             assert_eq!(st.version, env!("CARGO_PKG_VERSION"));
@@ -252,7 +271,9 @@ fn every_request_round_trips() {
             "changed",
             "read",
             "pause",
-            "resume"
+            "resume",
+            "new",
+            "mode Some(Periodic)"
         ]
     );
 }

@@ -153,6 +153,8 @@ fn run_once(
     cfg.hotkey.pause_key.clear();
     cfg.hotkey.changed_key.clear();
     cfg.hotkey.read_key.clear();
+    cfg.hotkey.new_key.clear();
+    cfg.hotkey.mode_key.clear();
     let socket = dir.join(if gate { "on.sock" } else { "off.sock" });
     let log = dir.join(if gate { "on.jsonl" } else { "off.jsonl" });
     cfg.control.socket = socket.display().to_string();

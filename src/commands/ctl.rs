@@ -39,7 +39,10 @@ pub enum Action {
         #[arg(long)]
         no_wait: bool,
     },
-    /// Ask a question about what the camera sees now; prints the answer.
+    /// Ask a question about what the camera sees now; prints the answer. Within `[describe]
+    /// followup_s` (60 s) of an answer about the same view it follows that answer up: the model
+    /// still has the picture and the conversation, so the answer starts sooner ("And what is on
+    /// its left?"). A changed view, `describe` or `new` starts afresh.
     Ask {
         /// The question, e.g. "What colour is the mug?"
         #[arg(required = true, num_args = 1..)]
@@ -116,6 +119,22 @@ pub enum Action {
         #[arg(long, value_name = "AGE", value_parser = humantime::parse_duration)]
         older_than: Option<Duration>,
     },
+    /// Start a new conversation: the next `ask` is not a follow-up of the last answer (a
+    /// question within `[describe] followup_s` of an answer about the same view is).
+    New,
+    /// When scenes are narrated, until restart: `change` (when the view changes) or `periodic`
+    /// (every `[scene] period_s` seconds, changed or not); without an argument, the other one.
+    Mode {
+        #[arg(value_enum)]
+        mode: Option<ModeArg>,
+    },
+}
+
+/// `scenesay ctl mode` choices.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ModeArg {
+    Change,
+    Periodic,
 }
 
 fn socket_path(a: &Args) -> anyhow::Result<PathBuf> {
@@ -167,6 +186,13 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         },
         Action::Forget { older_than } => Request::Forget {
             older_than_s: older_than.map(|d| d.as_secs_f64()),
+        },
+        Action::New => Request::New {},
+        Action::Mode { mode } => Request::Mode {
+            mode: mode.map(|m| match m {
+                ModeArg::Change => crate::config::SceneMode::Change,
+                ModeArg::Periodic => crate::config::SceneMode::Periodic,
+            }),
         },
     };
     let timeout = Duration::from_secs_f64(a.timeout);

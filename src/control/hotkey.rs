@@ -30,6 +30,10 @@ pub enum Action {
     Watches,
     /// When was the view in front of the camera seen before (recall by its embedding)?
     RecallView,
+    /// Start a new conversation (the next question is not a follow-up).
+    NewConversation,
+    /// Switch between narrating changes and periodic narration.
+    ToggleMode,
 }
 
 /// A bad key name or combination in the configuration.
@@ -144,6 +148,8 @@ impl KeyMapper {
             (&cfg.hush_key, Action::Hush),
             (&cfg.watches_key, Action::Watches),
             (&cfg.recall_key, Action::RecallView),
+            (&cfg.new_key, Action::NewConversation),
+            (&cfg.mode_key, Action::ToggleMode),
         ] {
             if !text.trim().is_empty() {
                 b.push((Combo::parse(text)?, action));
@@ -426,7 +432,9 @@ mod tests {
                     Some(Action::Read) => 'T',
                     Some(Action::Hush) => 'H',
                     Some(Action::Watches) => 'W',
-                    Some(Action::RecallView) => 'M',
+                    Some(Action::RecallView) => 'V',
+                    Some(Action::NewConversation) => 'N',
+                    Some(Action::ToggleMode) => 'M',
                 }
             })
             .collect()
@@ -577,6 +585,34 @@ mod tests {
             ("KEY_F9", Action::Watches),
             ("CTRL+KEY_F9", Action::RecallView),
         ];
-        assert_eq!(run(KEYS, "+F9 -F9 +LEFTCTRL +F9 -F9 -LEFTCTRL"), "W..M..");
+        assert_eq!(run(KEYS, "+F9 -F9 +LEFTCTRL +F9 -F9 -LEFTCTRL"), "W..V..");
+    }
+
+    #[test]
+    fn the_new_conversation_key_is_bound() {
+        let cfg = crate::config::HotkeyConfig {
+            new_key: "CTRL+KEY_F12".into(),
+            mode_key: "KEY_F10".into(),
+            ..Default::default()
+        };
+        let m = KeyMapper::from_config(&cfg).unwrap();
+        let b: Vec<(KeyCode, Action)> = m.bindings.iter().map(|(c, a)| (c.key, *a)).collect();
+        assert_eq!(
+            b,
+            [
+                (KeyCode::KEY_F12, Action::Detail),
+                (KeyCode::KEY_F12, Action::NewConversation),
+                (KeyCode::KEY_F10, Action::ToggleMode),
+            ]
+        );
+        const KEYS: &[(&str, Action)] = &[
+            ("KEY_F12", Action::Detail),
+            ("CTRL+KEY_F12", Action::NewConversation),
+            ("KEY_F10", Action::ToggleMode),
+        ];
+        assert_eq!(
+            run(KEYS, "+F12 -F12 +LEFTCTRL +F12 -F12 -LEFTCTRL +F10"),
+            "D..N..M"
+        );
     }
 }

@@ -95,6 +95,14 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         older_than_s: Option<f64>,
     },
+    /// Start a new conversation: the next `ask` is not a follow-up of the last answer.
+    New {},
+    /// When scenes are narrated from now on (until restart): `change` or `periodic` (every
+    /// `[scene] period_s`); without `mode`, the other one.
+    Mode {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<crate::config::SceneMode>,
+    },
 }
 
 fn three() -> usize {
@@ -315,7 +323,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
         RequestError::new(
             ErrorCode::BadRequest,
             format!(
-                "{e}; a request is one JSON object per line such as {{\"cmd\":\"status\"}} (commands: describe, ask, repeat, changed, read, pause, resume, hush, rate, volume, voice, status, stop, watch, watches, unwatch, recall, recall_view, forget)"
+                "{e}; a request is one JSON object per line such as {{\"cmd\":\"status\"}} (commands: describe, ask, repeat, changed, read, pause, resume, hush, rate, volume, voice, status, stop, watch, watches, unwatch, recall, recall_view, forget, new, mode)"
             ),
         )
     })?;
@@ -418,6 +426,26 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&Request::Describe { wait: true }).unwrap(),
             r#"{"cmd":"describe"}"#
+        );
+    }
+
+    #[test]
+    fn new_conversation_and_mode_requests() {
+        assert_eq!(
+            parse_request(br#"{"cmd":"mode","mode":"periodic"}"#),
+            Ok(Request::Mode {
+                mode: Some(crate::config::SceneMode::Periodic)
+            })
+        );
+        assert_eq!(
+            parse_request(br#"{"cmd":"mode"}"#),
+            Ok(Request::Mode { mode: None })
+        );
+        assert!(parse_request(br#"{"cmd":"mode","mode":"often"}"#).is_err());
+        assert_eq!(parse_request(br#"{"cmd":"new"}"#), Ok(Request::New {}));
+        assert_eq!(
+            serde_json::to_string(&Request::New {}).unwrap(),
+            r#"{"cmd":"new"}"#
         );
     }
 

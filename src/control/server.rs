@@ -392,6 +392,15 @@ pub async fn handle(req: Request, h: &Handles) -> Response {
             true,
             "",
         ),
+        Request::New {} => (Trigger::NewConversation { reply: Some(tx) }, true, ""),
+        Request::Mode { mode } => (
+            Trigger::Mode {
+                mode,
+                reply: Some(tx),
+            },
+            true,
+            "",
+        ),
     };
     match h.triggers.try_send(trigger) {
         Ok(()) => {}

@@ -206,6 +206,20 @@ struct RememberedEncoding {
     projected: Tensor,
 }
 
+/// What the KV cache holds after a generation: one conversation about one picture — the system
+/// prompt, the first question with the image, every answer and follow-up question so far. A
+/// follow-up ([`FastVlm::follow_up`]) appends only its own turn to it.
+#[derive(Debug, Clone)]
+struct ConversationCache {
+    /// Cache position where the last answer begins.
+    answer_start: usize,
+    /// The last answer's generated ids (the cache holds those that were fed back: all but an
+    /// end-of-turn token, and all but the last one when the token limit ended the answer).
+    answer: Vec<u32>,
+    /// Questions answered so far (1 after the first).
+    turns: usize,
+}
+
 /// A loaded FastVLM.
 pub struct FastVlm {
     pub config: FastVlmConfig,
@@ -218,6 +232,8 @@ pub struct FastVlm {
     stop_ids: Vec<u32>,
     precision: Precision,
     remembered: Mutex<Option<RememberedEncoding>>,
+    /// The conversation the KV cache holds, if it holds one.
+    conversation: Option<ConversationCache>,
     /// Decoding settings used by the [`Describer`] implementation (the daemon).
     pub describe_params: GenerationParams,
 }
@@ -274,6 +290,7 @@ impl FastVlm {
             tokenizer,
             stop_ids,
             precision,
+            conversation: None,
             remembered: Mutex::new(None),
             describe_params: GenerationParams {
                 max_tokens: 64,
@@ -488,18 +505,21 @@ impl FastVlm {
         embeds: &Tensor,
         tap: impl FnMut(usize, &Tensor),
     ) -> Result<Tensor, ModelError> {
+        self.conversation = None;
         self.llm.clear_kv_cache();
         self.llm.forward_embeds_with(embeds, tap)
     }
 
     /// Runs the LLM over `embeds` from an empty cache; returns the final hidden states `[1, T, H]`.
     pub fn prefill(&mut self, embeds: &Tensor) -> Result<Tensor, ModelError> {
+        self.conversation = None;
         self.llm.clear_kv_cache();
         self.llm.forward_embeds(embeds)
     }
 
     /// Appends embeddings to the cached sequence; returns their final hidden states.
     pub fn extend(&mut self, embeds: &Tensor) -> Result<Tensor, ModelError> {
+        self.conversation = None;
         self.llm.forward_embeds(embeds)
     }
 
@@ -539,6 +559,7 @@ impl FastVlm {
         cancel: &dyn Fn() -> bool,
     ) -> Result<Generation, ModelError> {
         params.validate()?;
+        self.conversation = None;
         let t0 = Instant::now();
         let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
         let prompt = self.prompt_ids(question)?;
@@ -575,15 +596,47 @@ impl FastVlm {
         let prompt_tokens = embeds.dim(1)?;
         let t2 = Instant::now();
         let hidden = self.prefill(&embeds)?;
-        let mut logits = self.last_logits(&hidden)?;
+        let logits = self.last_logits(&hidden)?;
         let prefill_ms = ms(t2);
+        let d = self.decode_from(logits, params, on_text, cancel, t0)?;
+        self.conversation = Some(ConversationCache {
+            answer_start: prompt_tokens,
+            answer: d.ids.clone(),
+            turns: 1,
+        });
+        Ok(d.into_generation(
+            prompt_tokens,
+            Timings {
+                preprocess_ms,
+                vision_ms,
+                prefill_ms,
+                ..Timings::default()
+            },
+            reused_encoding,
+        ))
+    }
+
+    /// Samples tokens from `logits` on (the cache holds everything before them), streaming text
+    /// to `on_text`, until an end-of-turn token, the token limit, the context limit or `cancel`.
+    fn decode_from(
+        &mut self,
+        mut logits: Tensor,
+        params: &GenerationParams,
+        on_text: &mut dyn FnMut(&str),
+        cancel: &dyn Fn() -> bool,
+        t0: Instant,
+    ) -> Result<Decoded, ModelError> {
+        let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
         let eos = self.stop_ids.clone();
         let mut sampler = Sampler::new(params);
         let mut ids: Vec<u32> = vec![];
         let (mut cancelled, mut stopped_on_eos) = (false, false);
         let mut ttft_ms = 0.0;
         let mut t_first: Option<Instant> = None;
-        let tok = self.tokenizer.take().expect("checked by prompt_ids");
+        let tok = self
+            .tokenizer
+            .take()
+            .ok_or_else(|| ModelError::Other("the model has no tokenizer to decode with".into()))?;
         let result = (|| -> Result<(), ModelError> {
             let mut stream = TokenStream::new(&tok);
             while ids.len() < params.max_tokens {
@@ -627,22 +680,133 @@ impl FastVlm {
         } else {
             0.0
         };
-        Ok(Generation {
+        Ok(Decoded {
             text: text?,
-            token_ids: ids,
-            prompt_tokens,
-            timings: Timings {
-                preprocess_ms,
-                vision_ms,
-                prefill_ms,
-                ttft_ms,
-                decode_tokens_per_s,
-                total_ms: ms(t0),
-            },
+            ids,
             cancelled,
             stopped_on_eos,
-            reused_encoding,
+            ttft_ms,
+            decode_tokens_per_s,
+            t0,
         })
+    }
+
+    /// Questions answered in the conversation the KV cache holds (0: none). Every call that runs
+    /// the language model otherwise ([`Self::prefill`], [`Self::extend`] …) ends it.
+    pub fn conversation_turns(&self) -> usize {
+        self.conversation.as_ref().map_or(0, |c| c.turns)
+    }
+
+    /// Tokens the conversation holds in the KV cache, and the most the model accepts.
+    pub fn conversation_room(&self) -> Option<(usize, usize)> {
+        self.conversation
+            .as_ref()
+            .map(|_| (self.llm.cached_len(), self.llm.max_context()))
+    }
+
+    /// Forgets the conversation: the next question starts afresh (the cache itself is cleared by
+    /// the next generation).
+    pub fn end_conversation(&mut self) {
+        self.conversation = None;
+    }
+
+    /// Token ids that continue the conversation after the last answer with `question`:
+    /// `<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n`, exactly as
+    /// the whole multi-turn ChatML prompt ([`prompt::chat_prompt_turns`]) tokenises there.
+    pub fn follow_up_ids(&self, question: &str) -> Result<Vec<u32>, ModelError> {
+        prompt::follow_up_ids(self.require_tokenizer()?, question)
+    }
+
+    /// Asks `question` as the next turn of the conversation the KV cache holds (the picture, the
+    /// earlier questions and answers): only the new turn's tokens are run through the model, so
+    /// the first word comes much sooner than from a fresh [`Self::generate`]. The last answer goes
+    /// into the conversation as the multi-turn prompt would tokenise its text: where the ids the
+    /// model generated differ from that, the cache is cut back to the first difference and the
+    /// rest is run again, so the result is the one a fresh run over the whole multi-turn prompt
+    /// gives. `Ok(None)`: there is no conversation to continue, or it would not fit in the
+    /// context with `params.max_tokens` more tokens (it is then ended: ask afresh).
+    pub fn follow_up(
+        &mut self,
+        question: &str,
+        params: &GenerationParams,
+        on_text: &mut dyn FnMut(&str),
+        cancel: &dyn Fn() -> bool,
+    ) -> Result<Option<Generation>, ModelError> {
+        params.validate()?;
+        let t0 = Instant::now();
+        let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+        let Some(conv) = self.conversation.take() else {
+            return Ok(None);
+        };
+        let cached = self.llm.cached_len();
+        let fed = cached.saturating_sub(conv.answer_start);
+        if cached < conv.answer_start || fed > conv.answer.len() {
+            // not the cache this conversation left behind
+            return Ok(None);
+        }
+        let tok = self.require_tokenizer()?;
+        let said = tok.decode(&conv.answer)?;
+        let canonical = tok.encode_plain(&said)?;
+        let common = conv.answer[..fed]
+            .iter()
+            .zip(&canonical)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let keep = conv.answer_start + common;
+        let mut new: Vec<u32> = canonical[common..].to_vec();
+        new.extend(prompt::follow_up_ids(tok, question)?);
+        if keep + new.len() + params.max_tokens > self.llm.max_context() {
+            return Ok(None);
+        }
+        self.llm.truncate_kv_cache(keep);
+        let t2 = Instant::now();
+        let hidden = self.llm.forward_embeds(&self.llm.embed(&new)?)?;
+        let logits = self.llm.last_logits(&hidden)?;
+        let prefill_ms = ms(t2);
+        let d = self.decode_from(logits, params, on_text, cancel, t0)?;
+        self.conversation = Some(ConversationCache {
+            answer_start: keep + new.len(),
+            answer: d.ids.clone(),
+            turns: conv.turns + 1,
+        });
+        Ok(Some(d.into_generation(
+            new.len(),
+            Timings {
+                prefill_ms,
+                ..Timings::default()
+            },
+            true,
+        )))
+    }
+}
+
+/// What [`FastVlm::decode_from`] produced.
+struct Decoded {
+    text: String,
+    ids: Vec<u32>,
+    cancelled: bool,
+    stopped_on_eos: bool,
+    ttft_ms: f64,
+    decode_tokens_per_s: f64,
+    t0: Instant,
+}
+
+impl Decoded {
+    fn into_generation(self, prompt_tokens: usize, t: Timings, reused: bool) -> Generation {
+        Generation {
+            text: self.text,
+            token_ids: self.ids,
+            prompt_tokens,
+            timings: Timings {
+                ttft_ms: self.ttft_ms,
+                decode_tokens_per_s: self.decode_tokens_per_s,
+                total_ms: self.t0.elapsed().as_secs_f64() * 1e3,
+                ..t
+            },
+            cancelled: self.cancelled,
+            stopped_on_eos: self.stopped_on_eos,
+            reused_encoding: reused,
+        }
     }
 }
 
@@ -725,5 +889,34 @@ impl Describer for FastVlm {
         // the scene watch has usually just encoded this frame at this resolution: reused
         let enc = self.scene_embedding(image, resolution)?;
         Ok(self.yes_no_projected(&prompt, &answers, &enc.projector_output)?)
+    }
+
+    fn follow_up(
+        &mut self,
+        question: &str,
+        max_tokens: usize,
+        on_text: &mut dyn FnMut(&str),
+        cancel: &dyn Fn() -> bool,
+    ) -> anyhow::Result<Option<Description>> {
+        let params = GenerationParams {
+            max_tokens,
+            ..self.describe_params.clone()
+        };
+        Ok(
+            FastVlm::follow_up(self, question, &params, on_text, cancel)?.map(|g| Description {
+                text: g.text,
+                token_ids: g.token_ids,
+                timings: g.timings,
+                cancelled: g.cancelled,
+            }),
+        )
+    }
+
+    fn end_conversation(&mut self) {
+        FastVlm::end_conversation(self);
+    }
+
+    fn conversation_room(&self) -> Option<(usize, usize)> {
+        FastVlm::conversation_room(self)
     }
 }

@@ -16,6 +16,35 @@ pub fn chat_prompt(question: &str) -> String {
     )
 }
 
+/// The full multi-turn prompt text: the first question with the image, each earlier answer, and
+/// `question` as the next user turn (ChatML as FastVLM was trained on conversations: the system
+/// prompt once, the image in the first user turn only, every turn closed by `<|im_end|>\n`).
+pub fn chat_prompt_turns(turns: &[(&str, &str)], question: &str) -> String {
+    let Some(((first, _), _)) = turns.split_first() else {
+        return chat_prompt(question);
+    };
+    let mut s = chat_prompt(first);
+    for (i, (_, answer)) in turns.iter().enumerate() {
+        s.push_str(answer);
+        let next = turns.get(i + 1).map_or(question, |t| t.0);
+        s.push_str(&format!(
+            "<|im_end|>\n<|im_start|>user\n{next}<|im_end|>\n<|im_start|>assistant\n"
+        ));
+    }
+    s
+}
+
+/// The ids that follow an answer in [`chat_prompt_turns`] when `question` is asked next: the end
+/// of the answer's turn, the user's turn, the start of the assistant's. The tokeniser splits the
+/// prompt at every control token and encodes each piece between them alone, so these ids are the
+/// same whatever the answer said; the question is plain text, as in [`PromptIds::new`].
+pub fn follow_up_ids(tok: &TextTokenizer, question: &str) -> Result<Vec<u32>, ModelError> {
+    let mut ids = tok.encode("<|im_end|>\n<|im_start|>")?;
+    ids.extend(tok.encode_plain(&format!("user\n{question}"))?);
+    ids.extend(tok.encode("<|im_end|>\n<|im_start|>assistant\n")?);
+    Ok(ids)
+}
+
 /// Token ids before and after the image slot. The image's projected rows go in between; in the HF
 /// layout the same positions hold `image_token_id` in `input_ids`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -432,6 +432,20 @@ impl Qwen2 {
         self.offset = 0;
     }
 
+    /// Keeps only the first `len` tokens of the KV cache (a conversation that goes on from an
+    /// earlier point of its sequence). Longer than the cache: nothing changes.
+    pub fn truncate_kv_cache(&mut self, len: usize) {
+        if len >= self.offset {
+            return;
+        }
+        let row = self.kv_heads * self.head_dim;
+        for l in &mut self.layers {
+            l.k_cache.truncate(len * row);
+            l.v_cache.truncate(len * row);
+        }
+        self.offset = len;
+    }
+
     /// Runs `embeds` `[1, T, H]` through the decoder after whatever the cache holds, appending to the
     /// cache. Returns the final-normed hidden states `[1, T, H]`. `tap` receives the input embeddings
     /// and each layer's output (transformers' `hidden_states`, the last one after the final norm).

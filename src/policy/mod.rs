@@ -10,11 +10,15 @@
 //! - [`phrasing`]: wording fixes ("The image shows …" → "…").
 //! - [`speech`]: what to say now, what to cut short, queue or drop.
 //! - [`watch`]: has a watched condition ("the kettle light is off") turned true?
+//! - [`conversation`]: does a question follow up the last answer, or start afresh?
+//! - [`periodic`]: in periodic mode, is a description of the view due?
 
+pub mod conversation;
 pub mod dedup;
 pub mod gate;
 pub mod guard;
 pub mod narrator;
+pub mod periodic;
 pub mod phrasing;
 pub mod scene;
 pub mod speech;

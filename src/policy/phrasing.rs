@@ -63,6 +63,70 @@ const FR: Prompts = Prompts {
     acknowledge: "Je regarde.",
 };
 
+/// The prompts that say where things are, asking for clock-face directions ("a cup at 2
+/// o'clock", 12 o'clock straight ahead) instead of left, right and ahead
+/// (`[describe] positions = "clock"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClockPrompts {
+    pub scene: &'static str,
+    pub brief: &'static str,
+    pub detail: &'static str,
+    /// Contains `{previous}`.
+    pub changed: &'static str,
+}
+
+const EN_CLOCK: ClockPrompts = ClockPrompts {
+    scene: "In one short sentence, tell a blind person what is in front of them: the main thing first, where it is as a clock-face direction (12 o'clock is straight ahead, 3 o'clock to the right, 9 o'clock to the left), and any sign or text in view.",
+    brief: "In a few words, name the main thing in front of a blind person and its clock-face direction, such as \"a door at 2 o'clock\" (12 o'clock is straight ahead).",
+    detail: "Describe this view for a blind person, briefly and concretely: the main objects and where they are as clock-face directions (12 o'clock straight ahead, 3 o'clock right, 9 o'clock left, e.g. \"a cup at 2 o'clock, near\"), near or far, any people and what they are doing, and read out any text.",
+    changed: "A moment ago a blind person was told: \"{previous}\" Look at the view now and tell them in one or two short sentences only what is different: what appeared, what is gone, what moved, with clock-face directions (12 o'clock is straight ahead, 3 o'clock right, 9 o'clock left). If nothing is different, say: Nothing has changed.",
+};
+
+const ZH_CLOCK: ClockPrompts = ClockPrompts {
+    scene: "请用一句简短的中文告诉一位盲人他面前有什么：先说最主要的东西，用钟点方向说明它在哪里（12点钟是正前方，3点钟是右边，9点钟是左边），并读出看到的标志或文字。",
+    brief: "请用几个中文词语说出盲人面前最主要的东西以及它的钟点方向，例如“2点钟方向有一扇门”（12点钟是正前方）。",
+    detail: "请用中文为一位盲人简洁而具体地描述这个画面：主要物体及其钟点方向（12点钟是正前方，3点钟是右边，9点钟是左边，例如“2点钟方向近处有一个杯子”）和远近，有没有人以及他们在做什么，并读出所有文字。",
+    changed: "刚才有人告诉一位盲人：“{previous}” 现在请看画面，用一两句简短的中文只告诉他有什么不同：出现了什么，什么不见了，什么移动了，用钟点方向说明位置（12点钟是正前方，3点钟是右边，9点钟是左边）。如果没有变化，就说：没有变化。",
+};
+
+const DE_CLOCK: ClockPrompts = ClockPrompts {
+    scene: "Sag einem blinden Menschen in einem kurzen deutschen Satz, was vor ihm ist: zuerst das Wichtigste, wo es ist als Uhrzeit-Richtung (12 Uhr ist geradeaus, 3 Uhr rechts, 9 Uhr links), und jedes Schild oder jeden Text im Bild.",
+    brief: "Nenne einem blinden Menschen auf Deutsch in wenigen Worten das Wichtigste vor ihm und seine Uhrzeit-Richtung, etwa \"eine Tür auf 2 Uhr\" (12 Uhr ist geradeaus).",
+    detail: "Beschreibe diese Ansicht für einen blinden Menschen auf Deutsch, kurz und konkret: die wichtigsten Dinge und wo sie sind als Uhrzeit-Richtung (12 Uhr geradeaus, 3 Uhr rechts, 9 Uhr links, etwa \"eine Tasse auf 2 Uhr, nah\"), nah oder fern, Personen und was sie tun, und lies jeden Text vor.",
+    changed: "Eben wurde einem blinden Menschen gesagt: \"{previous}\" Sieh dir die Ansicht jetzt an und sag ihm auf Deutsch in ein oder zwei kurzen Sätzen nur, was anders ist: was dazugekommen ist, was fehlt, was sich bewegt hat, mit Uhrzeit-Richtungen (12 Uhr ist geradeaus, 3 Uhr rechts, 9 Uhr links). Wenn nichts anders ist, sag: Nichts hat sich verändert.",
+};
+
+const ES_CLOCK: ClockPrompts = ClockPrompts {
+    scene: "En una frase corta en español, dile a una persona ciega qué tiene delante: primero lo principal, dónde está según las horas del reloj (las 12 es justo delante, las 3 a la derecha, las 9 a la izquierda) y cualquier cartel o texto visible.",
+    brief: "En pocas palabras en español, nombra lo principal que tiene delante una persona ciega y su dirección según las horas del reloj, por ejemplo \"una puerta a las 2\" (las 12 es justo delante).",
+    detail: "Describe esta vista en español para una persona ciega, de forma breve y concreta: los objetos principales y dónde están según las horas del reloj (las 12 justo delante, las 3 a la derecha, las 9 a la izquierda, por ejemplo \"una taza a las 2, cerca\"), cerca o lejos, las personas y qué hacen, y lee cualquier texto.",
+    changed: "Hace un momento se le dijo a una persona ciega: \"{previous}\" Mira la vista ahora y dile en español, en una o dos frases cortas, solo qué ha cambiado: qué apareció, qué desapareció, qué se movió, con direcciones según las horas del reloj (las 12 es justo delante, las 3 a la derecha, las 9 a la izquierda). Si nada ha cambiado, di: Nada ha cambiado.",
+};
+
+const FR_CLOCK: ClockPrompts = ClockPrompts {
+    scene: "En une courte phrase en français, dis à une personne aveugle ce qui se trouve devant elle : d'abord l'essentiel, sa direction en heures d'horloge (midi droit devant, 3 heures à droite, 9 heures à gauche), et tout panneau ou texte visible.",
+    brief: "En quelques mots en français, nomme l'essentiel devant une personne aveugle et sa direction en heures d'horloge, par exemple « une porte à 2 heures » (midi est droit devant).",
+    detail: "Décris cette vue en français pour une personne aveugle, brièvement et concrètement : les principaux objets et leur direction en heures d'horloge (midi droit devant, 3 heures à droite, 9 heures à gauche, par exemple « une tasse à 2 heures, tout près »), près ou loin, les personnes et ce qu'elles font, et lis tout texte.",
+    changed: "Il y a un instant, on a dit à une personne aveugle : « {previous} » Regarde la vue maintenant et dis-lui en français, en une ou deux phrases courtes, seulement ce qui a changé : ce qui est apparu, ce qui a disparu, ce qui a bougé, avec des directions en heures d'horloge (midi droit devant, 3 heures à droite, 9 heures à gauche). Si rien n'a changé, dis : Rien n'a changé.",
+};
+
+/// The clock-face variants of `language`'s prompts (as [`prompts`] picks the language).
+pub fn clock_prompts(language: &str) -> Option<&'static ClockPrompts> {
+    let primary = language
+        .split(['-', '_'])
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match primary.as_str() {
+        "" | "en" => Some(&EN_CLOCK),
+        "zh" => Some(&ZH_CLOCK),
+        "de" => Some(&DE_CLOCK),
+        "es" => Some(&ES_CLOCK),
+        "fr" => Some(&FR_CLOCK),
+        _ => None,
+    }
+}
+
 /// The built-in prompt set for `language` ("zh", "zh-CN", "de_DE" …; empty = English); `None` for
 /// a language without one.
 pub fn prompts(language: &str) -> Option<&'static Prompts> {
@@ -222,6 +286,39 @@ mod tests {
         assert_eq!(prompts(""), Some(&EN));
         assert_eq!(prompts("tlh"), None);
         assert!(prompts("zh").unwrap().scene.contains("中文"));
+    }
+
+    #[test]
+    fn every_language_has_clock_face_variants_of_its_position_prompts() {
+        // the word each language uses for the hour on the clock face
+        let hour = [
+            ("en", "o'clock"),
+            ("zh", "点钟"),
+            ("de", "Uhr"),
+            ("es", "las 12"),
+            ("fr", "heures"),
+        ];
+        assert_eq!(hour.len(), LANGUAGES.len());
+        for (lang, word) in hour {
+            let p = prompts(lang).unwrap();
+            let c = clock_prompts(lang).unwrap();
+            for (side, clock) in [
+                (p.scene, c.scene),
+                (p.brief, c.brief),
+                (p.detail, c.detail),
+                (p.changed, c.changed),
+            ] {
+                assert_ne!(side, clock, "{lang}");
+                assert!(clock.contains(word), "{lang}: {clock}");
+                assert!(!side.contains(word), "{lang}: {side}");
+            }
+            assert!(c.changed.contains("{previous}"), "{lang}");
+            if lang != "en" {
+                assert_ne!(c.scene, EN_CLOCK.scene, "{lang}");
+            }
+        }
+        assert_eq!(clock_prompts("fr_CA"), clock_prompts("fr"));
+        assert_eq!(clock_prompts("tlh"), None);
     }
 
     #[test]

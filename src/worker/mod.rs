@@ -10,6 +10,11 @@
 //! socket: detail, ask, changed, read) pre-empts: the running generation is cancelled at the next
 //! encoder block or token, the freshest frame is described, and the pre-empted narration's end is reported after
 //! the request's begin so speech and log put the request first.
+//!
+//! A question within `[describe] followup_s` of an answer about the same view goes on with the
+//! model's conversation ([`crate::policy::conversation`] decides; the model keeps its KV cache),
+//! and with `[scene] mode = "periodic"` the view is described every `period_s` of frame time
+//! ([`crate::policy::periodic`]) instead of on a change.
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
@@ -19,13 +24,16 @@ use crossbeam_channel::{select, Receiver};
 
 use crate::capture::{Frame, PaceState};
 use crate::config::Config;
+use crate::config::SceneMode;
 use crate::control::protocol::{ErrorCode, Response};
 use crate::describer::{DescribeRequest, Describer};
 use crate::memory::{Memory, MemoryLimits};
 use crate::narration::{Kind, Latency, NarrationId, Priority};
+use crate::policy::conversation::{Ask, Conversation, ConversationParams, Why};
 use crate::policy::gate::{thumbnail, ChangeGate, Decision, GateParams, Pace};
 use crate::policy::guard::{classify, view_stats, ViewState};
 use crate::policy::narrator::{Narrator, NarratorParams};
+use crate::policy::periodic::Periodic;
 use crate::policy::phrasing::strip_preamble;
 use crate::policy::scene::{cosine_distance, Verbosity, Verdict};
 use crate::policy::watch::Watches;
@@ -37,6 +45,8 @@ use crate::status::Stats;
 
 mod watching;
 use watching::open_memory;
+/// Tokens kept free in the model's context for the question of a follow-up.
+const FOLLOW_UP_QUESTION_TOKENS: usize = 128;
 
 /// How long a request while paused waits for the capture to deliver a new frame.
 const FRESH_WHILE_PAUSED: Duration = Duration::from_secs(3);
@@ -101,6 +111,15 @@ pub enum Trigger {
         older_than: Option<Duration>,
         reply: Option<Reply>,
     },
+    /// End the conversation: the next question is asked afresh.
+    NewConversation {
+        reply: Option<Reply>,
+    },
+    /// Narrate scenes in this mode from now on (`None`: the other one).
+    Mode {
+        mode: Option<SceneMode>,
+        reply: Option<Reply>,
+    },
 }
 
 impl Trigger {
@@ -118,7 +137,9 @@ impl Trigger {
             Trigger::Watch { .. }
             | Trigger::Watches { .. }
             | Trigger::Unwatch { .. }
-            | Trigger::Forget { .. } => false,
+            Trigger::Resume { .. } | Trigger::NewConversation { .. } | Trigger::Mode { .. } => {
+                false
+            }
         }
     }
 }
@@ -151,6 +172,12 @@ pub struct WorkerSettings {
     /// The visual memory's file (`None`: off) and limits.
     pub memory_path: Option<std::path::PathBuf>,
     pub memory_limits: MemoryLimits,
+    /// Follow-up questions (`[describe] followup_s`).
+    pub conversation: ConversationParams,
+    /// `[scene] mode`.
+    pub mode: SceneMode,
+    /// `[scene] period_s`.
+    pub period: Duration,
 }
 
 impl WorkerSettings {
@@ -174,6 +201,14 @@ impl WorkerSettings {
             watch: c.watch.clone(),
             memory_path: c.memory_path(),
             memory_limits: c.memory.limits(),
+            conversation: ConversationParams {
+                follow_up: Duration::from_secs_f64(d.followup_s),
+                change_threshold: c.scene.change_threshold as f32,
+                // a question and an answer of the longest kind
+                reserve_tokens: d.detail_max_tokens + FOLLOW_UP_QUESTION_TOKENS,
+            },
+            mode: c.scene.mode,
+            period: Duration::from_secs_f64(c.scene.period_s),
         }
     }
 }
@@ -207,6 +242,8 @@ struct Job {
     max_tokens: usize,
     trigger: Instant,
     wall: SystemTime,
+    /// Ask `question` as the next turn of the model's conversation (if it still has one).
+    follow_up: bool,
 }
 
 /// How a generation ended.
@@ -219,6 +256,8 @@ struct Outcome {
     preempted_by: Option<Trigger>,
     /// The first sentence repeated the last scene said (similarity): nothing was spoken.
     repeat: Option<f32>,
+    /// The answer went on with the model's conversation (a follow-up).
+    followed_up: bool,
 }
 
 pub struct Worker {
@@ -250,6 +289,10 @@ pub struct Worker {
     watch_warned: Vec<u32>,
     /// What was seen, for `recall`.
     memory: Memory,
+    /// Follow-up questions: the conversation about the view.
+    conversation: Conversation,
+    /// `[scene] mode = "periodic"`: when the next description is due.
+    periodic: Periodic,
 }
 
 impl Worker {
@@ -262,6 +305,8 @@ impl Worker {
     ) -> Self {
         Self {
             narrator: Narrator::new(settings.policy.clone()),
+            conversation: Conversation::new(settings.conversation.clone()),
+            periodic: Periodic::new(settings.period),
             gate: ChangeGate::new(settings.gate),
             gate_embedding: None,
             view_state: None,
@@ -442,10 +487,19 @@ impl Worker {
             self.gate.wake(now);
         }
         self.set_pace(now);
+        if self.settings.mode == SceneMode::Periodic {
+            return self.periodic_frame(&frame, e, verdict, now, triggers);
+        }
         let Verdict::Narrate { verbosity, .. } = verdict else {
             let moving = matches!(verdict, Verdict::Settling { .. });
             return self.check_watches(&frame, false, moving, now, triggers);
         };
+        // the view changed (or, settled, is described again): the model's conversation is over
+        self.conversation.end(if verbosity == Verbosity::Full {
+            Why::Overwritten
+        } else {
+            Why::NewScene
+        });
         let s = &self.settings;
         let (prompt, resolution, max_tokens) = match verbosity {
             Verbosity::Brief => (&s.brief_prompt, s.scene_resolution, s.brief_max_tokens),
@@ -463,6 +517,7 @@ impl Worker {
             max_tokens,
             trigger: frame.captured,
             wall: SystemTime::now() - frame.captured.elapsed(),
+            follow_up: false,
         };
         // a settled view is as fresh as the last frame that showed it unchanged: count the age of
         // a fuller description (for `stale_s`) from now
@@ -490,6 +545,94 @@ impl Worker {
             return out.preempted_by;
         }
         self.check_watches(&frame, true, false, now, triggers)
+    }
+
+    /// `[scene] mode = "periodic"`: the view is described every `period_s` of the frames' own
+    /// time, changed or not (never while a conversation about it goes on); a change the scene
+    /// watch sees only ends the conversation and becomes the view later frames are compared with.
+    fn periodic_frame(
+        &mut self,
+        frame: &Frame,
+        e: Vec<f32>,
+        verdict: Verdict,
+        now: Duration,
+        triggers: &Receiver<Trigger>,
+    ) -> Option<Trigger> {
+        if let Verdict::Narrate { verbosity, .. } = verdict {
+            if verbosity != Verbosity::Full {
+                self.conversation.end(Why::NewScene);
+            }
+            self.narrator.seen(e.clone());
+        }
+        if !self.periodic.due(now, self.conversation.is_open(now)) {
+            return None;
+        }
+        self.conversation.end(Why::Overwritten);
+        let s = &self.settings;
+        let job = Job {
+            kind: Kind::Scene,
+            // said even when it says what the last one said: that is what periodic is for
+            verbosity: None,
+            priority: Priority::Scene,
+            frame: frame.clone(),
+            prompt: s.scene_prompt.clone(),
+            question: None,
+            resolution: s.scene_resolution,
+            max_tokens: s.scene_max_tokens,
+            trigger: frame.captured,
+            wall: SystemTime::now() - frame.captured.elapsed(),
+            follow_up: false,
+        };
+        let out = self.narrate(job, triggers);
+        // a failure is not tried again on every frame: the next try is a period later
+        self.periodic.described(now);
+        if out.stopped.is_none() {
+            self.narrator
+                .narrated(e.clone(), now, Verbosity::Normal, &out.text);
+            self.described = Some(Described {
+                embedding: e,
+                text: out.text,
+            });
+        }
+        out.preempted_by
+    }
+
+    /// `ctl mode` / the hotkey: narrate changes, or the view every period.
+    fn set_mode(&mut self, mode: Option<SceneMode>, r: Option<Reply>) {
+        let mode = mode.unwrap_or(match self.settings.mode {
+            SceneMode::Change => SceneMode::Periodic,
+            SceneMode::Periodic => SceneMode::Change,
+        });
+        self.settings.mode = mode;
+        // the first frame in the new mode is compared, or described, afresh
+        self.narrator.reset_run();
+        let (said, message) = match mode {
+            SceneMode::Change => ("Narrating changes.".to_string(), "mode change".to_string()),
+            SceneMode::Periodic => {
+                let s = self.settings.period.as_secs_f64();
+                (
+                    format!("Narrating every {s:.0} seconds."),
+                    format!("mode periodic, every {s} s"),
+                )
+            }
+        };
+        self.speaker.notice(&said);
+        reply(r, Response::accepted(message));
+    }
+
+    /// `ctl new` / the hotkey: the next question starts afresh.
+    fn new_conversation(&mut self, r: Option<Reply>) {
+        let had = self.conversation.end(Why::New);
+        self.describer.end_conversation();
+        self.speaker.notice("New conversation.");
+        reply(
+            r,
+            Response::accepted(if had {
+                "new conversation"
+            } else {
+                "new conversation (none was going on)"
+            }),
+        );
     }
 
     fn on_trigger(
@@ -571,6 +714,14 @@ impl Worker {
                 reply: r,
             } => {
                 self.forget(older_than, r);
+                None
+            }
+            Trigger::NewConversation { reply: r } => {
+                self.new_conversation(r);
+                None
+            }
+            Trigger::Mode { mode, reply: r } => {
+                self.set_mode(mode, r);
                 None
             }
         };
@@ -789,6 +940,27 @@ impl Worker {
             Kind::Detail | Kind::Read | Kind::Answer => self.still_of(&frame),
             _ => frame.clone(),
         };
+        // a question about the view of the last answer follows it up; anything else that runs
+        // the model ends the conversation
+        let follow_up = match kind {
+            Kind::Answer => {
+                let view = self.embedding_of(&frame);
+                let room = self.describer.conversation_room();
+                let d = self
+                    .conversation
+                    .ask(self.stats.clock.now(), view.as_deref(), room);
+                tracing::debug!("question: {d:?}");
+                matches!(d, Ask::FollowUp { .. })
+            }
+            Kind::Detail => {
+                self.conversation.end(Why::Describe);
+                false
+            }
+            _ => {
+                self.conversation.end(Why::Overwritten);
+                false
+            }
+        };
         let job = Job {
             kind,
             verbosity: None,
@@ -800,8 +972,26 @@ impl Worker {
             max_tokens: self.settings.detail_max_tokens,
             trigger,
             wall: SystemTime::now(),
+            follow_up,
         };
         let out = self.narrate(job, triggers);
+        let done = self.stats.clock.now();
+        match (&out.stopped, kind) {
+            (Some(_), _) => {
+                self.conversation.end(Why::Interrupted);
+                self.describer.end_conversation();
+            }
+            (None, Kind::Answer) if out.followed_up => self.conversation.continued(done),
+            (None, Kind::Answer | Kind::Detail | Kind::Read) => {
+                let view = self.embedding_of(&frame);
+                self.conversation.started(view, done);
+            }
+            (None, _) => {}
+        }
+        if out.stopped.is_none() {
+            // the listener heard about the view: a periodic description is due a period later
+            self.periodic.described(done);
+        }
         match out.stopped {
             None => {
                 reply(
@@ -869,6 +1059,7 @@ impl Worker {
         let first_text: Cell<Option<Instant>> = Cell::new(None);
         let repeat: Cell<Option<f32>> = Cell::new(None);
         let said_first = Cell::new(false);
+        let followed_up = Cell::new(false);
         let splitter = RefCell::new(SentenceSplitter::default());
         let speaker = self.speaker.clone();
         let stats = self.stats.clone();
@@ -917,8 +1108,21 @@ impl Worker {
                     sentence(&s);
                 }
             };
-            self.describer
-                .describe(&job.frame.image, &request, &mut on_text, &cancel)
+            let mut went_on = None;
+            if let (true, Some(q)) = (job.follow_up, job.question.as_deref()) {
+                went_on = self
+                    .describer
+                    .follow_up(q, job.max_tokens, &mut on_text, &cancel)
+                    .transpose();
+                if went_on.is_none() {
+                    tracing::debug!("the model has no conversation to go on with: asked afresh");
+                }
+            }
+            followed_up.set(went_on.is_some());
+            went_on.unwrap_or_else(|| {
+                self.describer
+                    .describe(&job.frame.image, &request, &mut on_text, &cancel)
+            })
         };
         self.deferred.extend(deferred.into_inner());
         let preempted_by = preempt.into_inner();
@@ -1006,6 +1210,7 @@ impl Worker {
             stopped,
             preempted_by,
             repeat,
+            followed_up: followed_up.get(),
         }
     }
 }
@@ -1027,7 +1232,8 @@ fn answer_shutdown(t: Trigger) {
         | Trigger::Watches { reply, .. }
         | Trigger::Unwatch { reply, .. }
         | Trigger::Recall { reply, .. }
-        | Trigger::Forget { reply, .. } => reply,
+        | Trigger::NewConversation { reply }
+        | Trigger::Mode { reply, .. } => reply,
         Trigger::TogglePause => None,
     };
     reply(
