@@ -186,6 +186,7 @@ fn server() -> &'static Server {
                     | Trigger::Watches { reply, .. }
                     | Trigger::Unwatch { reply, .. }
                     | Trigger::Recall { reply, .. }
+                    | Trigger::Forget { reply, .. }
                     | Trigger::NewConversation { reply }
                     | Trigger::Mode { reply, .. } => reply,
                     Trigger::TogglePause => None,

@@ -133,13 +133,13 @@ impl Trigger {
             | Trigger::Pause { .. }
             | Trigger::Recall { .. } => true,
             Trigger::TogglePause => !paused,
-            Trigger::Resume { .. } => false,
-            Trigger::Watch { .. }
-            | Trigger::Watches { .. }
-            | Trigger::Unwatch { .. }
             Trigger::Resume { .. } | Trigger::NewConversation { .. } | Trigger::Mode { .. } => {
                 false
             }
+            Trigger::Watch { .. }
+            | Trigger::Watches { .. }
+            | Trigger::Unwatch { .. }
+            | Trigger::Forget { .. } => false,
         }
     }
 }
@@ -1232,6 +1232,7 @@ fn answer_shutdown(t: Trigger) {
         | Trigger::Watches { reply, .. }
         | Trigger::Unwatch { reply, .. }
         | Trigger::Recall { reply, .. }
+        | Trigger::Forget { reply, .. }
         | Trigger::NewConversation { reply }
         | Trigger::Mode { reply, .. } => reply,
         Trigger::TogglePause => None,

@@ -67,6 +67,13 @@ impl Worker {
         if !watch::due(changed, moving, since, interval) {
             return None;
         }
+        // a check runs the model over another prompt, which would overwrite the conversation the
+        // model keeps for follow-up questions: on a still view it waits until that is over
+        if !changed && self.conversation.is_open(now) {
+            return None;
+        }
+        self.conversation
+            .end(crate::policy::conversation::Why::Overwritten);
         self.last_watch_check = Some(now);
         let template = self.settings.watch.question.clone();
         let resolution = self.settings.watch.resolution;
