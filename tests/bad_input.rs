@@ -182,7 +182,7 @@ fn server() -> &'static Server {
                     | Trigger::Read { reply }
                     | Trigger::Pause { reply }
                     | Trigger::Resume { reply } => reply,
-                    Trigger::TogglePause => None,
+                    Trigger::TogglePause | Trigger::Session(_) => None,
                 };
                 if let Some(r) = reply {
                     let _ = r.send(Response::accepted("done"));

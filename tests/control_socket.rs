@@ -57,6 +57,7 @@ fn fake_worker(rx: crossbeam_channel::Receiver<Trigger>) -> Vec<String> {
             Trigger::Pause { reply } => ("pause".into(), reply, Response::accepted("paused")),
             Trigger::Resume { reply } => ("resume".into(), reply, Response::accepted("resumed")),
             Trigger::TogglePause => ("toggle".into(), None, Response::accepted("")),
+            Trigger::Session(e) => (format!("session {e:?}"), None, Response::accepted("")),
             Trigger::Changed { reply } => (
                 "changed".into(),
                 reply,

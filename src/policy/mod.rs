@@ -9,6 +9,7 @@
 //! - [`dedup`]: does a new description say essentially the same as the last one?
 //! - [`phrasing`]: wording fixes ("The image shows …" → "…").
 //! - [`speech`]: what to say now, what to cut short, queue or drop.
+//! - [`session`]: pause while the screen is locked, the lid closed or the machine asleep; resume after.
 
 pub mod dedup;
 pub mod gate;
@@ -16,4 +17,5 @@ pub mod guard;
 pub mod narrator;
 pub mod phrasing;
 pub mod scene;
+pub mod session;
 pub mod speech;
