@@ -57,7 +57,7 @@ impl Bus {
             .args(["--nofork", "--print-address"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(std::fs::File::create(dir.join("bus.log")).unwrap())
             .spawn()
             .expect("dbus-daemon (the `dbus-daemon` package) runs");
         let mut line = String::new();

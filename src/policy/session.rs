@@ -288,18 +288,21 @@ mod tests {
     /// toggle` (by hand) → one entry per event: `P(notice)` pause, `R(notice)` resume,
     /// `say(notice)` only a notice, `.` nothing.
     fn run(script: &str) -> String {
+        entries(script).join(" ")
+    }
+
+    fn entries(script: &str) -> Vec<String> {
         let mut p = SessionPolicy::new();
         script
             .split_whitespace()
             .map(|t| letter(&step(&mut p, t)))
-            .collect::<Vec<_>>()
-            .join(" ")
+            .collect()
     }
 
     /// The same, with only the changes: `P`, `R`, `!` (a notice alone), `.`.
     fn brief(script: &str) -> String {
-        run(script)
-            .split(' ')
+        entries(script)
+            .iter()
             .map(|e| match &e[..1] {
                 "P" => "P",
                 "R" => "R",
