@@ -335,10 +335,10 @@ async fn watch(
                                 lock = sleep_lock(&manager).await;
                             }
                         }
-                        (MANAGER, "SessionNew" | "SessionRemoved") => {
-                            if find_session(&conn, &manager).await != session {
-                                break;
-                            }
+                        (MANAGER, "SessionNew" | "SessionRemoved")
+                            if find_session(&conn, &manager).await != session =>
+                        {
+                            break;
                         }
                         (PROPERTIES, "PropertiesChanged") => {
                             let (values, invalidated) = changed(&m, MANAGER);
