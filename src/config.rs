@@ -1341,4 +1341,18 @@ mod tests {
         assert!(matches!(e, ConfigError::Read { .. }));
         assert!(e.to_string().contains("/nonexistent/scenesay.toml"));
     }
+
+    #[test]
+    fn a_bad_session_bus_address_is_located_and_explained() {
+        let p = only_problem("[session]\nbus = \"the system bus\"\n");
+        assert_eq!(p.line, 2, "{}", p.message);
+        assert!(p.message.contains("session.bus"), "{}", p.message);
+        assert!(p.message.contains("not a D-Bus address"), "{}", p.message);
+        assert!(p.message.contains("leave it empty"), "{}", p.message);
+        let c = parse("[session]\nbus = \"unix:path=/run/dbus/system_bus_socket\"\n").unwrap();
+        assert!(c.session.follow_logind);
+        let c = parse("[session]\nfollow_logind = false\n").unwrap();
+        assert!(!c.session.follow_logind);
+        assert_eq!(c.session.bus, "");
+    }
 }
