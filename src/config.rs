@@ -42,6 +42,7 @@ pub struct Config {
     pub memory: MemoryConfig,
     /// `[guards]`: when the view is too dark, covered, bright or blurred to describe.
     pub guards: crate::policy::guard::GuardConfig,
+    pub session: SessionConfig,
 }
 
 /// `[model]`: which checkpoint to run.
@@ -586,6 +587,26 @@ impl LogConfig {
             max_bytes: (self.max_mb * 1024.0 * 1024.0) as u64,
             keep: self.keep,
             keep_days: self.keep_days,
+        }
+    }
+}
+
+/// `[session]`: following the login session (screen lock, lid, sleep) through systemd-logind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// Pause narration (and release the camera) while the screen is locked, the lid is closed,
+    /// the machine sleeps or another session has the screen.
+    pub follow_logind: bool,
+    /// The D-Bus address logind is found on; empty = the system bus (another one is for tests).
+    pub bus: String,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            follow_logind: true,
+            bus: String::new(),
         }
     }
 }
@@ -1216,6 +1237,17 @@ impl Config {
                 format!("{} is not allowed: use 1 to 1000", g.hold_frames),
             ));
         }
+        let bus = self.session.bus.trim();
+        if !bus.is_empty() {
+            if let Err(e) = bus.parse::<zbus::Address>() {
+                out.push(invalid(
+                    "session.bus",
+                    format!(
+                        "`{bus}` is not a D-Bus address ({e}): leave it empty for the system bus, or write one such as \"unix:path=/run/dbus/system_bus_socket\""
+                    ),
+                ));
+            }
+        }
         if out.is_empty() {
             Ok(())
         } else {
@@ -1742,5 +1774,19 @@ mod tests {
         let e = Config::load(Some(Path::new("/nonexistent/scenesay.toml"))).unwrap_err();
         assert!(matches!(e, ConfigError::Read { .. }));
         assert!(e.to_string().contains("/nonexistent/scenesay.toml"));
+    }
+
+    #[test]
+    fn a_bad_session_bus_address_is_located_and_explained() {
+        let p = only_problem("[session]\nbus = \"the system bus\"\n");
+        assert_eq!(p.line, 2, "{}", p.message);
+        assert!(p.message.contains("session.bus"), "{}", p.message);
+        assert!(p.message.contains("not a D-Bus address"), "{}", p.message);
+        assert!(p.message.contains("leave it empty"), "{}", p.message);
+        let c = parse("[session]\nbus = \"unix:path=/run/dbus/system_bus_socket\"\n").unwrap();
+        assert!(c.session.follow_logind);
+        let c = parse("[session]\nfollow_logind = false\n").unwrap();
+        assert!(!c.session.follow_logind);
+        assert_eq!(c.session.bus, "");
     }
 }

@@ -5,7 +5,8 @@
 //!  capture ──frame slot (1, freshest wins)──▶ worker ──narrations──▶ speech ──▶ backend + log
 //!  control socket ─┐                            ▲
 //!  hotkey ─────────┼──triggers (bounded)────────┘
-//!  SIGUSR1 ────────┘
+//!  SIGUSR1 ────────┤
+//!  session (logind)┘
 //! ```
 //!
 //! Start: speech first (so a failure can be spoken), then the control socket is bound (a second
@@ -390,6 +391,33 @@ pub fn run_with_source(
             None
         }
     };
+    // the login session: pause while locked, lid closed or asleep
+    let (session_stop, session_stop_rx) = crossbeam_channel::bounded::<()>(0);
+    let session = match crate::session::from_config(&config.session) {
+        Some(watcher) => {
+            let (tx, st, st2) = (trigger_tx.clone(), stats.clone(), stats.clone());
+            let hooks = crate::session::Hooks {
+                event: Box::new(move |e| {
+                    if tx
+                        .send_timeout(Trigger::Session(e), Duration::from_secs(2))
+                        .is_err()
+                    {
+                        tracing::warn!("session: the worker did not take {e:?} in time");
+                    }
+                }),
+                // the camera is let go (or was never held) once the capture no longer runs
+                released: Box::new(move || st.source_state() != "running"),
+                state: Box::new(move |s| st2.set_session(s)),
+            };
+            Some(spawn("session", &ends_tx, move || {
+                crate::session::run(watcher, &hooks, &session_stop_rx)
+            })?)
+        }
+        None => {
+            stats.set_session("not followed (follow_logind = false)");
+            None
+        }
+    };
     drop(trigger_tx);
 
     notify(&[
@@ -486,12 +514,14 @@ pub fn run_with_source(
     join_by("speech", speech, t0 + SHUTDOWN_DEADLINE * 7 / 8);
     let _ = control_stop.send(true);
     drop(hotkey_stop);
+    drop(session_stop);
     if let Some((handle, _)) = &usr1 {
         handle.close();
     }
     let end = t0 + SHUTDOWN_DEADLINE;
     join_by("control", control, end);
     join_by("hotkey", hotkey, end);
+    join_by("session", session, end);
     join_by("sigusr1", usr1.map(|(_, h)| h), end);
     tracing::info!("stopped in {} ms", t0.elapsed().as_millis());
     Ok(stopped)

@@ -16,6 +16,7 @@ pub mod model_store;
 pub mod narration;
 pub mod policy;
 pub mod private_files;
+pub mod session;
 pub mod signals;
 pub mod speech;
 pub mod status;

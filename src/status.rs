@@ -73,6 +73,8 @@ struct Facts {
     speech_voice: crate::speech::Voice,
     last: Option<LastNarration>,
     latencies: VecDeque<RecentLatency>,
+    paused_by: Vec<String>,
+    session: String,
 }
 
 /// Counters and facts shared by the daemon's threads.
@@ -215,6 +217,16 @@ impl Stats {
         self.facts().speech_voice = v.clone();
     }
 
+    /// Why narration is paused (the worker sets it; empty while it runs).
+    pub fn set_paused_by(&self, why: &[&str]) {
+        self.facts().paused_by = why.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// Whether the login session is followed (the session thread sets it).
+    pub fn set_session(&self, s: &str) {
+        self.facts().session = s.to_string();
+    }
+
     /// A narration was heard (fully or in part).
     pub fn heard(&self, last: LastNarration, latency: RecentLatency) {
         let mut f = self.facts();
@@ -254,6 +266,8 @@ impl Stats {
             cpu: self.cpu_share(),
             last_narration: f.last.clone(),
             recent_latencies: f.latencies.iter().cloned().collect(),
+            paused_by: f.paused_by.clone(),
+            session: f.session.clone(),
         }
     }
 

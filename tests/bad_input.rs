@@ -189,7 +189,7 @@ fn server() -> &'static Server {
                     | Trigger::Forget { reply, .. }
                     | Trigger::NewConversation { reply }
                     | Trigger::Mode { reply, .. } => reply,
-                    Trigger::TogglePause => None,
+                    Trigger::TogglePause | Trigger::Session(_) => None,
                 };
                 if let Some(r) = reply {
                     let _ = r.send(Response::accepted("done"));

@@ -63,6 +63,7 @@ fn fake_worker(rx: crossbeam_channel::Receiver<Trigger>) -> Vec<String> {
             Trigger::Mode { mode, reply } => {
                 (format!("mode {mode:?}"), reply, Response::accepted("mode"))
             }
+            Trigger::Session(e) => (format!("session {e:?}"), None, Response::accepted("")),
             Trigger::Changed { reply } => (
                 "changed".into(),
                 reply,

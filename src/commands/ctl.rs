@@ -306,9 +306,21 @@ fn recall_text(
 
 fn status_text(s: &StatusReport) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "scenesay {}: {}", s.version, s.state);
+    let _ = if s.state == "paused" && !s.paused_by.is_empty() {
+        writeln!(
+            o,
+            "scenesay {}: paused: {}",
+            s.version,
+            s.paused_by.join(", ")
+        )
+    } else {
+        writeln!(o, "scenesay {}: {}", s.version, s.state)
+    };
     let _ = writeln!(o, "  up for       {:.0} s", s.uptime_s);
     let _ = writeln!(o, "  source       {} ({})", s.source, s.source_state);
+    if !s.session.is_empty() {
+        let _ = writeln!(o, "  session      {}", s.session);
+    }
     let _ = writeln!(
         o,
         "  speech       {}: {}",

@@ -281,6 +281,13 @@ pub struct StatusReport {
     pub last_narration: Option<LastNarration>,
     /// Most recent last.
     pub recent_latencies: Vec<RecentLatency>,
+    /// Why narration is paused: "by hand", "screen locked", "lid closed", "going to sleep",
+    /// "session in the background"; empty while it runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paused_by: Vec<String>,
+    /// Whether the login session is followed ("following logind session 3", "not followed: …").
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub session: String,
 }
 
 /// A request that cannot be served, and why.

@@ -12,6 +12,7 @@
 //! - [`watch`]: has a watched condition ("the kettle light is off") turned true?
 //! - [`conversation`]: does a question follow up the last answer, or start afresh?
 //! - [`periodic`]: in periodic mode, is a description of the view due?
+//! - [`session`]: pause while the screen is locked, the lid closed or the machine asleep; resume after.
 
 pub mod conversation;
 pub mod dedup;
@@ -21,5 +22,6 @@ pub mod narrator;
 pub mod periodic;
 pub mod phrasing;
 pub mod scene;
+pub mod session;
 pub mod speech;
 pub mod watch;

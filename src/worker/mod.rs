@@ -36,6 +36,7 @@ use crate::policy::narrator::{Narrator, NarratorParams};
 use crate::policy::periodic::Periodic;
 use crate::policy::phrasing::strip_preamble;
 use crate::policy::scene::{cosine_distance, Verbosity, Verdict};
+use crate::policy::session::{Change, SessionEvent, SessionPolicy, Step};
 use crate::policy::watch::Watches;
 use crate::signals::Flag;
 use crate::speech::ledger::{NarrationEnd, NarrationMeta};
@@ -120,6 +121,8 @@ pub enum Trigger {
         mode: Option<SceneMode>,
         reply: Option<Reply>,
     },
+    /// The login session changed (screen lock, lid, sleep: [`crate::session`]).
+    Session(SessionEvent),
 }
 
 impl Trigger {
@@ -140,6 +143,8 @@ impl Trigger {
             | Trigger::Watches { .. }
             | Trigger::Unwatch { .. }
             | Trigger::Forget { .. } => false,
+            // a lock or a sleep cuts the narration short: the camera is let go at once
+            Trigger::Session(e) => !paused && e.reason().1,
         }
     }
 }
@@ -274,6 +279,8 @@ pub struct Worker {
     stop: Flag,
     latest: Option<(Frame, Option<Vec<f32>>)>,
     paused: bool,
+    /// Why narration is paused: by hand, or by the login session (locked, lid, sleep).
+    session: SessionPolicy,
     last_said: Option<Said>,
     described: Option<Described>,
     /// Ends of pre-empted narrations, sent after the pre-empting narration begins.
@@ -316,6 +323,7 @@ impl Worker {
             stop,
             latest: None,
             paused: false,
+            session: SessionPolicy::new(),
             last_said: None,
             described: None,
             pending_ends: vec![],
@@ -671,19 +679,23 @@ impl Worker {
                 None
             }
             Trigger::Pause { reply: r } => {
-                self.pause(r);
+                let step = self.session.pause_by_hand();
+                self.apply(step, r);
                 None
             }
             Trigger::Resume { reply: r } => {
-                self.resume(r);
+                let step = self.session.resume_by_hand();
+                self.apply(step, r);
                 None
             }
             Trigger::TogglePause => {
-                if self.paused {
-                    self.resume(None)
-                } else {
-                    self.pause(None)
-                }
+                let step = self.session.toggle_by_hand();
+                self.apply(step, None);
+                None
+            }
+            Trigger::Session(e) => {
+                let step = self.session.session(e);
+                self.apply(step, None);
                 None
             }
             Trigger::Watch {
@@ -729,9 +741,23 @@ impl Worker {
         next
     }
 
-    fn pause(&mut self, r: Option<Reply>) {
+    /// Carries out what the pause policy decided.
+    fn apply(&mut self, step: Step, r: Option<Reply>) {
+        match step.change {
+            Some(Change::Pause) => self.pause(step.notice),
+            Some(Change::Resume) => self.resume(step.notice),
+            None => {
+                if let Some(n) = step.notice {
+                    self.speaker.notice(n);
+                }
+            }
+        }
+        self.stats.set_paused_by(&self.session.why());
+        reply(r, Response::accepted(step.reply));
+    }
+
+    fn pause(&mut self, notice: Option<&str>) {
         if self.paused {
-            reply(r, Response::accepted("already paused"));
             return;
         }
         self.paused = true;
@@ -741,14 +767,14 @@ impl Worker {
         self.stats.pace.set(PaceState::Paused);
         self.speaker.silence();
         self.flush_pending_ends();
-        self.speaker.notice("Narration paused.");
+        if let Some(n) = notice {
+            self.speaker.notice(n);
+        }
         self.idle_state();
-        reply(r, Response::accepted("paused"));
     }
 
-    fn resume(&mut self, r: Option<Reply>) {
+    fn resume(&mut self, notice: Option<&str>) {
         if !self.paused {
-            reply(r, Response::accepted("not paused"));
             return;
         }
         self.paused = false;
@@ -758,9 +784,10 @@ impl Worker {
         self.gate.wake(self.stats.clock.now());
         self.stats.pace.set(PaceState::Full);
         self.narrator.reset_run();
-        self.speaker.notice("Narration resumed.");
+        if let Some(n) = notice {
+            self.speaker.notice(n);
+        }
         self.idle_state();
-        reply(r, Response::accepted("resumed"));
     }
 
     fn repeat(&mut self, r: Option<Reply>) {
@@ -1235,7 +1262,7 @@ fn answer_shutdown(t: Trigger) {
         | Trigger::Forget { reply, .. }
         | Trigger::NewConversation { reply }
         | Trigger::Mode { reply, .. } => reply,
-        Trigger::TogglePause => None,
+        Trigger::TogglePause | Trigger::Session(_) => None,
     };
     reply(
         r,

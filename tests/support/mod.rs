@@ -88,7 +88,8 @@ pub fn make_private(dir: &Path) {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
 }
 
-/// A configuration for tests: tiny model, images from `frames`, log backend, no hotkey, socket and
+/// A configuration for tests: tiny model, images from `frames`, log backend, no hotkey, the login
+/// session not followed (tests do not pause when the screen locks), socket and
 /// log in `dir` (made private: the socket's folder must be); `extra` is appended to the sections
 /// (`[scene]` keys etc. given as full TOML).
 pub fn config_text(dir: &Path, capture: &str, extra: &str) -> String {
@@ -112,6 +113,9 @@ socket = "{dir}/scenesay.sock"
 
 [log]
 path = "{dir}/narration.jsonl"
+
+[session]
+follow_logind = false
 
 {extra}
 "#,
