@@ -307,6 +307,8 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     if let Some(idle_s) = a.idle {
         let mut base = crate::config::Config::default();
         base.model.dtype = a.model.precision();
+        // a measurement: a screen that locks meanwhile must not pause it
+        base.session.follow_logind = false;
         let dir = a.model.resolve()?;
         let b = super::bench_idle::IdleBench {
             idle_s,
