@@ -129,7 +129,8 @@ fn hint(stderr: &str) -> &'static str {
     let s = stderr.to_ascii_lowercase();
     if s.contains("address family not supported") {
         " (network sockets are not allowed here: the systemd unit allows only local sockets unless \
-         a drop-in allows AF_INET and AF_INET6, see README)"
+         a drop-in allows AF_INET and AF_INET6; `scenesay service install` adds it for a stream \
+         source, see README)"
     } else if s.contains("401") || s.contains("unauthorized") {
         " (the camera wants a user name and password: rtsp://USER:PASSWORD@HOST/…)"
     } else if s.contains("protocol not found") {

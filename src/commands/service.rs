@@ -19,6 +19,22 @@ pub const USERNS_DROP_IN: &str = include_str!("../../systemd/userns-sandbox.conf
 
 pub const UNIT_NAME: &str = "scenesay.service";
 const DROP_IN_NAME: &str = "userns-sandbox.conf";
+/// The drop-in that lets a network camera (`[capture] source = "stream"`) through: the unit
+/// allows only local sockets, and the ffmpeg child inherits that. Its name sorts after
+/// [`DROP_IN_NAME`], whose private network namespace it lifts too.
+const NETWORK_DROP_IN_NAME: &str = "zz-network-camera.conf";
+pub const NETWORK_DROP_IN: &str =
+    "# Written by `scenesay service install` because [capture] source = \"stream\": the network\n\
+# camera needs IP sockets, which the unit otherwise refuses. Removed when the source is not a\n\
+# stream any more, and by `scenesay service uninstall`.\n\
+[Service]\n\
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n\
+PrivateNetwork=no\n";
+
+/// The network drop-in a source needs (only a network stream does).
+pub fn network_drop_in(source: crate::config::SourceKind) -> Option<&'static str> {
+    (source == crate::config::SourceKind::Stream).then_some(NETWORK_DROP_IN)
+}
 
 /// Unit settings that a *user* manager can apply only by running the service inside a user
 /// namespace (systemd.exec(5): "only available for system services, or for services running in
@@ -294,14 +310,18 @@ fn apply(
 }
 
 /// The configuration to name in the unit: `--config` (checked), else the first on the search path.
-fn config_for_unit(explicit: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
-    let (_, found) = crate::config::Config::load(explicit).exit_code(exit::CONFIG)?;
-    Ok(match found {
+/// Also the configuration itself (what the unit needs to allow depends on it).
+fn config_for_unit(
+    explicit: Option<&Path>,
+) -> anyhow::Result<(Option<PathBuf>, crate::config::Config)> {
+    let (cfg, found) = crate::config::Config::load(explicit).exit_code(exit::CONFIG)?;
+    let path = match found {
         Some(p) => Some(
             std::fs::canonicalize(&p).with_context(|| format!("cannot resolve {}", p.display()))?,
         ),
         None => None,
-    })
+    };
+    Ok((path, cfg))
 }
 
 fn install(
@@ -329,7 +349,7 @@ fn install(
             exe.display()
         );
     }
-    let config = config_for_unit(config.as_deref())?;
+    let (config, cfg) = config_for_unit(config.as_deref())?;
     match &config {
         Some(c) => println!("configuration: {}", c.display()),
         None => println!(
@@ -348,6 +368,14 @@ fn install(
         std::fs::read_to_string(&drop_in_path).ok().as_deref(),
         userns_sandbox.then_some(USERNS_DROP_IN),
     );
+    let network = network_drop_in(cfg.capture.source);
+    let network_path = dir
+        .join(format!("{UNIT_NAME}.d"))
+        .join(NETWORK_DROP_IN_NAME);
+    let network_change = plan_file(
+        std::fs::read_to_string(&network_path).ok().as_deref(),
+        network,
+    );
     apply(&unit_path, &unit_change, Some(&unit), dry_run)?;
     apply(
         &drop_in_path,
@@ -355,7 +383,11 @@ fn install(
         Some(USERNS_DROP_IN),
         dry_run,
     )?;
-    let changed = [&unit_change, &drop_in_change]
+    apply(&network_path, &network_change, network, dry_run)?;
+    if network.is_some() {
+        println!("network: allowed (a network camera: [capture] source = \"stream\")");
+    }
+    let changed = [&unit_change, &drop_in_change, &network_change]
         .iter()
         .any(|c| matches!(c, FileChange::Write | FileChange::Remove));
     if changed {
@@ -387,7 +419,12 @@ fn uninstall(dry_run: bool) -> anyhow::Result<u8> {
     let drop_in_path = drop_dir.join(DROP_IN_NAME);
     let unit_change = plan_file(std::fs::read_to_string(&unit_path).ok().as_deref(), None);
     let drop_in_change = plan_file(std::fs::read_to_string(&drop_in_path).ok().as_deref(), None);
-    if unit_change == FileChange::Absent && drop_in_change == FileChange::Absent {
+    let network_path = drop_dir.join(NETWORK_DROP_IN_NAME);
+    let network_change = plan_file(std::fs::read_to_string(&network_path).ok().as_deref(), None);
+    if unit_change == FileChange::Absent
+        && drop_in_change == FileChange::Absent
+        && network_change == FileChange::Absent
+    {
         println!("nothing to remove: {} does not exist", unit_path.display());
         return Ok(exit::OK);
     }
@@ -396,6 +433,7 @@ fn uninstall(dry_run: bool) -> anyhow::Result<u8> {
     }
     apply(&unit_path, &unit_change, None, dry_run)?;
     apply(&drop_in_path, &drop_in_change, None, dry_run)?;
+    apply(&network_path, &network_change, None, dry_run)?;
     if !dry_run {
         // only when empty: a drop-in of the user's own stays
         let _ = std::fs::remove_dir(&drop_dir);
@@ -525,6 +563,24 @@ mod tests {
                 .collect()
         };
         assert_eq!(others(&u), others(UNIT_TEMPLATE));
+    }
+
+    #[test]
+    fn only_a_network_stream_opens_the_network() {
+        use crate::config::SourceKind::*;
+        for s in [Camera, Images, Video, TestPattern, Pipewire, Gstreamer] {
+            assert_eq!(network_drop_in(s), None, "{s:?}");
+        }
+        let d = network_drop_in(Stream).unwrap();
+        assert!(d.contains("[Service]\n"), "{d}");
+        assert!(
+            d.lines()
+                .any(|l| l == "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"),
+            "{d}"
+        );
+        assert!(d.lines().any(|l| l == "PrivateNetwork=no"), "{d}");
+        // sorts after the user-namespace drop-in, whose PrivateNetwork=yes it overrides
+        assert!(NETWORK_DROP_IN_NAME > DROP_IN_NAME);
     }
 
     #[test]
