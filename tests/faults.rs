@@ -411,12 +411,18 @@ fn a_full_disk_under_the_narration_log_does_not_stop_narration() {
 fn a_narration_log_removed_while_running_is_started_again() {
     let d = start(picture_folder, SCENES, None, None);
     let log = d.dir.join("narration.jsonl");
-    assert_eq!(d.req(r#"{"cmd":"describe"}"#)["reply"], "narration");
+    // a describe before the first frame is refused ("no frame has been captured yet")
+    wait_for(Duration::from_secs(30), "the first frame", || {
+        d.status()["frames"]["watched"].as_u64().unwrap() > 0
+    });
+    let r = d.req(r#"{"cmd":"describe"}"#);
+    assert_eq!(r["reply"], "narration", "{r}");
     wait_for(Duration::from_secs(30), "a first log line", || {
         records(&log).iter().any(|r| r["kind"] == "detail")
     });
     std::fs::remove_file(&log).unwrap();
-    assert_eq!(d.req(r#"{"cmd":"describe"}"#)["reply"], "narration");
+    let r = d.req(r#"{"cmd":"describe"}"#);
+    assert_eq!(r["reply"], "narration", "{r}");
     let records = d.stop();
     let details: Vec<&Value> = records.iter().filter(|r| r["kind"] == "detail").collect();
     assert_eq!(

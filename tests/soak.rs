@@ -108,9 +108,33 @@ fn thirty_fps_for_the_soak_time_keeps_memory_flat_and_drops_frames() {
     files.sort();
     assert_eq!(
         files,
-        ["config.toml", "narration.jsonl", "stderr.txt", "stdout.txt"],
+        [
+            "config.toml",
+            "memory.jsonl",
+            "narration.jsonl",
+            "stderr.txt",
+            "stdout.txt"
+        ],
         "no frame or anything else was written"
     );
+    // the visual memory holds what was said and the scene embedding, never a picture: every line
+    // has exactly those fields, and the embedding is one number per embedding dimension
+    let memory = std::fs::read_to_string(d.dir.path().join("memory.jsonl")).unwrap();
+    assert!(!memory.is_empty());
+    for line in memory.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        keys.sort();
+        assert!(
+            keys.iter()
+                .all(|k| ["embedding", "frame", "kind", "text", "time"].contains(k)),
+            "{line}"
+        );
+        if let Some(e) = v.get("embedding") {
+            // base64 of one byte per dimension: the tiny model's embedding is a few hundred wide
+            assert!(e["i8"].as_str().unwrap().len() < 4096, "{line}");
+        }
+    }
 
     let f = &status["frames"];
     let (captured, watched, dropped, described) = (
