@@ -866,13 +866,25 @@ impl Worker {
     }
 
     /// The embedding of `frame`: the one already computed for it, or a new one.
+    /// A frame the change gate kept from the encoder has none yet: it is computed once and kept
+    /// beside the frame, so a request that asks before and after its answer encodes it once.
     fn embedding_of(&mut self, frame: &Frame) -> Option<Vec<f32>> {
-        let known = self
+        let latest = self
             .latest
             .as_ref()
-            .filter(|(f, _)| f.number == frame.number)
-            .and_then(|(_, e)| e.clone());
-        known.or_else(|| self.embed(frame))
+            .is_some_and(|(f, _)| f.number == frame.number);
+        if latest {
+            if let Some(e) = self.latest.as_ref().and_then(|(_, e)| e.clone()) {
+                return Some(e);
+            }
+        }
+        let e = self.embed(frame)?;
+        if latest {
+            if let Some(l) = self.latest.as_mut() {
+                l.1 = Some(e.clone());
+            }
+        }
+        Some(e)
     }
 
     /// For a detail, read or ask request: the same view at the camera's highest resolution when it
