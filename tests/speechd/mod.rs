@@ -146,8 +146,9 @@ log='{log}'
 n=$(printf %s "$1" | wc -m)
 echo "start $(date +%s.%N) $$ lang=$2 rate=$3 vol=$4 $1" >> "$log"
 me=$$
-# a watcher outside the module's process group writes when the script was killed (cancelled)
-setsid sh -c "while kill -0 $me 2>/dev/null; do sleep 0.01; done; [ -e '{done}/$me' ] || echo cancel \$(date +%s.%N) $me >> '$log'" </dev/null >/dev/null 2>&1 &
+# a watcher outside the module's process group writes when the script was killed (cancelled);
+# a killed script nobody reaps stays a zombie (state Z), which counts as gone
+setsid sh -c "while s=\$(cut -d' ' -f3 /proc/$me/stat 2>/dev/null) && [ \"\$s\" != Z ]; do sleep 0.01; done; [ -e '{done}/$me' ] || echo cancel \$(date +%s.%N) $me >> '$log'" </dev/null >/dev/null 2>&1 &
 sleep $(awk "BEGIN{{print $n*{ms_per_char}/1000}}")
 touch "{done}/$me"
 echo "end $(date +%s.%N) $$" >> "$log"
