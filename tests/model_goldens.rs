@@ -40,6 +40,10 @@ fn assert_per_token(got: &[f32], want: &[f32], hidden: usize, what: &str) {
         hidden > 0 && want.len().is_multiple_of(hidden),
         "{what}: rows"
     );
+    // the ratio of a NaN is NaN, which no `>` comparison picks as the worst: refuse it first
+    if let Some(i) = got.iter().position(|v| !v.is_finite()) {
+        panic!("{what}: element {i} is {}", got[i]);
+    }
     let mut worst = (0f32, 0usize);
     for (t, (g, w)) in got.chunks(hidden).zip(want.chunks(hidden)).enumerate() {
         let (r, _) = worst_close(g, w, RTOL, RTOL * max_abs(w));
